@@ -1,0 +1,1 @@
+"""Export: encoder + centroids as one self-describing ONNX bundle (needs audiotok[train])."""

@@ -1,0 +1,51 @@
+"""Reading a unit vocabulary (centroids) for export."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from audiotok.runtime.errors import AudiotokError
+
+
+class CentroidsError(AudiotokError):
+    """Centroids that cannot be read or do not fit the encoder."""
+
+
+@dataclass(frozen=True)
+class Centroids:
+    array: np.ndarray  # [k, dim] float32
+    source: str
+    format: str
+
+    @property
+    def k(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.array.shape[1])
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self.array, dtype="<f4").tobytes()).hexdigest()
+
+
+def load_centroids(path: str | Path) -> Centroids:
+    """Read a ``[k, dim]`` float centroid array from a .npy file."""
+    p = Path(path)
+    if not p.is_file():
+        raise CentroidsError(f"--centroids {p}: no such file")
+    try:
+        array = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise CentroidsError(f"--centroids {p}: not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
+    if array.ndim != 2 or array.shape[0] < 2 or not np.issubdtype(array.dtype, np.floating):
+        raise CentroidsError(f"--centroids {p}: expected a float array shaped (k, dim) with k >= 2, "
+                             f"got {array.dtype} {array.shape}")
+    if not np.isfinite(array).all():
+        raise CentroidsError(f"--centroids {p}: contains NaN or Inf")
+    return Centroids(np.ascontiguousarray(array, dtype=np.float32), str(p), "npy")

@@ -1,0 +1,58 @@
+"""torch -> ONNX for the unit graph: one deterministic step with named, dynamic axes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from audiotok.runtime.constants import MANIFEST_KEY, RECEPTIVE_FIELD_SAMPLES
+from audiotok.runtime.manifest import Manifest
+from audiotok.runtime.session import INPUT_NAME, OUTPUT_NAME
+
+from .graph import UnitGraph
+
+OPSET = 18
+TRACE_SAMPLES = 3 * 16_000  # example input length for tracing; the length axis stays dynamic
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter prints progress and warnings about optional packages; users need none of it."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def export_graph(graph: UnitGraph, path: Path) -> None:
+    """Write ``graph`` as ONNX: input ``waveform`` [batch, samples] f32, output ``units`` [batch, frames] i64."""
+    graph.eval()
+    example = torch.zeros(1, TRACE_SAMPLES).uniform_(-0.5, 0.5, generator=torch.Generator().manual_seed(0))
+    shapes = {"waveform": {0: torch.export.Dim("batch", max=1024),
+                           1: torch.export.Dim("samples", min=RECEPTIVE_FIELD_SAMPLES, max=2**31 - 1)}}
+    with _quiet_exporter(), torch.no_grad():
+        program = torch.onnx.export(graph, (example,), dynamo=True, dynamic_shapes=shapes, opset_version=OPSET,
+                                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
+                                    optimize=True)
+        program.save(str(path), external_data=False)
+
+
+def attach_manifest(source: Path, target: Path, manifest: Manifest) -> None:
+    """Copy the ONNX model at ``source`` to ``target`` with the manifest in its metadata."""
+    model = onnx.load(str(source))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = MANIFEST_KEY, manifest.to_json()
+    model.producer_name = "audiotok"
+    onnx.save(model, str(target))

@@ -1,0 +1,94 @@
+"""The ``audiotok`` command: a dispatcher that imports each subcommand only when it runs.
+
+Runtime subcommands need only the base install. ``train`` and ``export`` live in the
+``[train]`` extra; when torch and friends are missing the dispatcher says which extra to install
+instead of failing with an ImportError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from dataclasses import dataclass
+
+from audiotok import __version__
+
+from .errors import AudiotokError
+
+TRAIN_ONLY_MODULES = {"torch", "transformers", "sklearn", "onnx", "onnxscript", "joblib", "scipy"}
+
+
+@dataclass(frozen=True)
+class Command:
+    module: str  # exposes add_arguments(parser) and run(args) -> int
+    summary: str
+    extra: str | None = None  # the pip extra it needs beyond the runtime
+
+
+COMMANDS = {
+    "tokenize": Command("audiotok.runtime.tokenize_cmd", "turn audio files into unit ids with a bundle"),
+    "info": Command("audiotok.runtime.info_cmd", "print a bundle's manifest as JSON"),
+    "train": Command("audiotok.train.cli", "fit k-means units on a folder of speech", "train"),
+    "export": Command("audiotok.export.cli", "export encoder + centroids as one ONNX bundle", "train"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"usage: audiotok <command> [options]   (audiotok <command> --help for more)", "",
+             "Speech in, discrete units out.", "", "commands:"]
+    for name, cmd in COMMANDS.items():
+        extra = f"  [needs audiotok[{cmd.extra}]]" if cmd.extra else ""
+        lines.append(f"  {name:<{width}}  {cmd.summary}{extra}")
+    lines += ["", "A typical run:",
+              "  audiotok train --model logmel --k 100 -o units.npy speech/",
+              "  audiotok export --model logmel --centroids units.npy -o units.onnx",
+              "  audiotok tokenize units.onnx speech.flac"]
+    return "\n".join(lines)
+
+
+def _load(name: str, cmd: Command):
+    try:
+        return importlib.import_module(cmd.module)
+    except ModuleNotFoundError as exc:
+        root = (exc.name or "").split(".")[0]
+        if cmd.extra and root in TRAIN_ONLY_MODULES:
+            raise AudiotokError(
+                f"'audiotok {name}' needs {root}, which is not installed: pip install 'audiotok[{cmd.extra}]'"
+            ) from None
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"audiotok {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"audiotok: error: unknown command {name!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    try:
+        module = _load(name, COMMANDS[name])
+        parser = argparse.ArgumentParser(prog=f"audiotok {name}", description=module.__doc__,
+                                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_arguments(parser)
+        args = parser.parse_args(rest)
+        return int(module.run(args) or 0)
+    except AudiotokError as exc:
+        print(f"audiotok: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("audiotok: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `audiotok tokenize ... | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
