@@ -1,0 +1,107 @@
+"""Shared fixtures: tiny transformers checkpoints built on the spot, generated speech, bundles.
+
+Nothing is downloaded: checkpoints are random-weight ``HubertConfig``/``Wav2Vec2Config`` models saved
+with ``save_pretrained``, and speech comes from espeak-ng (installed by .ci/run).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+            conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "She sells sea shells by the sea shore, and the shells she sells are surely sea shells.",
+    "A speech tokenizer turns sound into a sequence of discrete units, one every twenty milliseconds.",
+    "Peter Piper picked a peck of pickled peppers, how many pickled peppers did Peter Piper pick?",
+]
+
+
+def run_cli(*args: str, env: dict | None = None, input: bytes | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """Run ``python -m audiotok ARGS`` and capture its output as text (stdout) and text (stderr)."""
+    return subprocess.run([sys.executable, "-m", "audiotok", *map(str, args)], capture_output=True,
+                          env={**os.environ, **(env or {})}, input=input, cwd=cwd, timeout=600)
+
+
+def espeak(text: str, path: Path, voice: str = "en") -> Path:
+    exe = shutil.which("espeak-ng")
+    assert exe, "espeak-ng is required for the speech fixtures (apt-get install espeak-ng; .ci/run installs it)"
+    subprocess.run([exe, "-v", voice, "-w", str(path), text], check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def speech_dir(tmp_path_factory) -> Path:
+    """Four espeak-ng utterances (22.05 kHz wav), about 3-6 s each."""
+    folder = tmp_path_factory.mktemp("speech")
+    for i, text in enumerate(SENTENCES):
+        espeak(text, folder / f"utt{i}.wav", voice=["en", "en-us", "en-gb", "en"][i])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def speech_16k(speech_dir) -> np.ndarray:
+    """All the generated speech, concatenated, resampled to 16 kHz float32."""
+    from audiotok.runtime.audio import file_blocks
+
+    return np.concatenate([b for p in sorted(speech_dir.glob("*.wav")) for b in file_blocks(p)])
+
+
+def save_tiny_checkpoint(folder: Path, kind: str, seed: int = 0) -> Path:
+    import torch
+    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    torch.manual_seed(seed)
+    if kind == "hubert":  # HuBERT-base layout: group-norm CNN, post-LN transformer, no waveform normalization
+        model = HubertModel(HubertConfig(**TINY, feat_extract_norm="group"))
+        extractor = Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=False)
+    elif kind == "wav2vec2":  # large/lv60 layout: layer-norm CNN, pre-LN transformer, do_normalize=True
+        model = Wav2Vec2Model(Wav2Vec2Config(**TINY, feat_extract_norm="layer", do_stable_layer_norm=True))
+        extractor = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+    else:
+        raise ValueError(kind)
+    model.save_pretrained(folder)
+    extractor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_hubert(tmp_path_factory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-hubert"), "hubert")
+
+
+@pytest.fixture(scope="session")
+def tiny_wav2vec2(tmp_path_factory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-wav2vec2"), "wav2vec2")
+
+
+@pytest.fixture(scope="session")
+def logmel_units(speech_dir, tmp_path_factory) -> Path:
+    """Centroids (k=16) trained on the generated speech with the logmel encoder, through the CLI."""
+    out = tmp_path_factory.mktemp("logmel") / "units.npy"
+    result = run_cli("train", "--model", "logmel", "--k", "16", "-o", out, speech_dir)
+    assert result.returncode == 0, result.stderr.decode()
+    return out
+
+
+@pytest.fixture(scope="session")
+def logmel_bundle(logmel_units) -> Path:
+    bundle = logmel_units.with_suffix(".onnx")
+    result = run_cli("export", "--model", "logmel", "--centroids", logmel_units, "-o", bundle)
+    assert result.returncode == 0, result.stderr.decode()
+    return bundle
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = 16_000) -> Path:
+    sf.write(path, samples, rate, subtype="FLOAT" if samples.dtype.kind == "f" else "PCM_16")
+    return path
