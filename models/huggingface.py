@@ -10,8 +10,11 @@ most common way to get wrong units.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -50,34 +53,72 @@ def _licence_from_card(folder: Path) -> str | None:
     return found.group(1).strip("'\"") if found else None
 
 
-def _load_pretrained(source: str):
-    from transformers import AutoConfig, AutoModel
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """One quick TCP connect to the hub: huggingface_hub retries for ~25 s before giving up."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_config(source: str):
+    """The checkpoint's config and the from_pretrained arguments that found it (cheap: no weights)."""
+    from transformers import AutoConfig
 
     local = Path(source).expanduser()
     if local.exists() and not local.is_dir():
         raise EncoderNotFound(f"--model {source}: is a file; pass a model folder (config.json + weights) or a hub id")
+    if local.is_dir():
+        attempts = [{"pretrained_model_name_or_path": str(local)}]
+    else:  # the local cache first, then the hub if it answers
+        attempts = [{"pretrained_model_name_or_path": source, "local_files_only": True}]
+        if _hub_reachable():
+            attempts.append({"pretrained_model_name_or_path": source})
+    error = None
+    for kwargs in attempts:
+        try:
+            return AutoConfig.from_pretrained(**kwargs), kwargs
+        except (OSError, ValueError) as exc:
+            error = exc
+    if local.is_dir():
+        raise EncoderNotFound(f"--model {source}: not a loadable transformers checkpoint "
+                              f"({str(error).splitlines()[0][:160]})")
+    raise EncoderNotFound(
+        f"--model {source}: not a local folder, not in the local cache, and the model hub is not reachable; "
+        f"download it where the hub is reachable (huggingface-cli download {source} --local-dir DIR) "
+        f"and pass that local folder"
+    )
+
+
+def _load_weights(config, found_with: dict) -> nn.Module:
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a bar for reading a local file is noise on stderr
     try:
-        config = AutoConfig.from_pretrained(str(local) if local.is_dir() else source)
-        model = AutoModel.from_pretrained(str(local) if local.is_dir() else source, config=config)
+        model = AutoModel.from_pretrained(config=config, **found_with)
     except (OSError, ValueError) as exc:
-        if local.is_dir():
-            raise EncoderNotFound(f"--model {source}: not a loadable transformers checkpoint "
-                                  f"({str(exc).splitlines()[0][:160]})") from None
-        raise EncoderNotFound(
-            f"--model {source}: not a local folder and not downloadable here (no model hub reachable); "
-            f"download it where the hub is reachable (huggingface-cli download {source} --local-dir DIR) "
-            f"and pass that local folder"
-        ) from None
-    return config, model
+        raise EncoderNotFound(f"--model {found_with['pretrained_model_name_or_path']}: weights could not be "
+                              f"loaded ({str(exc).splitlines()[0][:160]})") from None
+    finally:
+        hf_logging.enable_progress_bar()
+    if not hasattr(getattr(model, "encoder", None), "layers"):
+        raise AudiotokError(f"--model {found_with['pretrained_model_name_or_path']}: a {config.model_type} model "
+                            f"without a transformer encoder audiotok can cut")
+    return model.eval().requires_grad_(False)
 
 
-def _do_normalize(source: str, choice: str) -> bool:
+def _do_normalize(source: str, found_with: dict, choice: str) -> bool:
     if choice != "auto":
         return choice == "yes"
     from transformers import AutoFeatureExtractor
 
     try:
-        extractor = AutoFeatureExtractor.from_pretrained(source)
+        extractor = AutoFeatureExtractor.from_pretrained(**found_with)
     except (OSError, ValueError):
         raise SettingsError(
             f"--model {source}: no feature extractor config (preprocessor_config.json), so its waveform "
@@ -128,8 +169,8 @@ def load_huggingface(source: str, layer: int | None, normalize: str = "auto") ->
     """Load ``source`` (hub id or local folder), freeze it and cut it after ``layer``."""
     if normalize not in NORMALIZE_CHOICES:
         raise SettingsError(f"--normalize must be one of {', '.join(NORMALIZE_CHOICES)}, got {normalize!r}")
-    config, model = _load_pretrained(source)
-    if not hasattr(config, "conv_stride") or not hasattr(getattr(model, "encoder", None), "layers"):
+    config, found_with = _load_config(source)
+    if not hasattr(config, "conv_stride") or not hasattr(config, "num_hidden_layers"):
         raise AudiotokError(f"--model {source}: a {config.model_type} model, not a wav2vec2-style speech encoder")
     geometry = _conv_geometry(config)
     if geometry != (HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES):
@@ -139,8 +180,8 @@ def load_huggingface(source: str, layer: int | None, normalize: str = "auto") ->
     layer = min(6, depth) if layer is None else layer
     if not 0 <= layer <= depth:
         raise SettingsError(f"--layer {layer} is beyond {source}'s depth: it has hidden states 0..{depth}")
-    do_normalize = _do_normalize(source, normalize)
-    model.eval().requires_grad_(False)
+    do_normalize = _do_normalize(source, found_with, normalize)
+    model = _load_weights(config, found_with)
     probe = torch.from_numpy(np.random.default_rng(0).standard_normal(int(PROBE_SECONDS * SAMPLE_RATE),
                                                                        dtype=np.float32))[None]
     _cut(model, layer, probe)

@@ -19,7 +19,7 @@ from audiotok.models import load_encoder
 from audiotok.models.huggingface import NORMALIZE_CHOICES
 from audiotok.runtime.audio import file_blocks
 from audiotok.runtime.constants import FRAME_SECONDS
-from audiotok.runtime.errors import SettingsError
+from audiotok.runtime.errors import AudioError, SettingsError
 
 from .data import training_files
 from .features import FeatureExtractor
@@ -65,10 +65,15 @@ def collect_features(extractor: FeatureExtractor, files, max_hours: float | None
     """Features of ``files`` (sampled to ``percent``), stopping at ``max_hours``; (features, hours, files)."""
     rng = np.random.default_rng(seed)
     budget = None if max_hours is None else int(max_hours * 3600 / FRAME_SECONDS)
-    chunks, frames_seen, used = [], 0, 0
+    chunks, frames_seen, used, skipped = [], 0, 0, 0
     with tqdm(files, desc="features", unit="file", disable=None) as bar:
         for path in bar:
-            feats = extractor.features(file_blocks(path))
+            try:
+                feats = extractor.features(file_blocks(path))
+            except AudioError as exc:  # one bad file in a corpus should not cost the whole run
+                tqdm.write(f"audiotok: warning: skipped {exc}", file=sys.stderr)
+                skipped += 1
+                continue
             if budget is not None:
                 feats = feats[: max(0, budget - frames_seen)]
             frames_seen += len(feats)
@@ -79,6 +84,8 @@ def collect_features(extractor: FeatureExtractor, files, max_hours: float | None
             bar.set_postfix(hours=f"{frames_seen * FRAME_SECONDS / 3600:.3f}")
             if budget is not None and frames_seen >= budget:
                 break
+    if skipped:
+        print(f"audiotok: warning: skipped {skipped} unreadable file(s) of {len(files)}", file=sys.stderr)
     dim = extractor.encoder.spec.dim
     features = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
     return features, frames_seen * FRAME_SECONDS / 3600, used
@@ -93,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
           f"normalization {spec.normalization}; {len(files)} files", file=sys.stderr)
     features, hours, used = collect_features(FeatureExtractor(encoder), files, args.max_hours, args.percent,
                                              args.seed)
+    if len(features) == 0:
+        raise AudioError(f"no usable audio in {', '.join(args.data)}")
     if len(features) < args.k:
         raise SettingsError(f"only {len(features)} frames of audio for --k {args.k}: "
                             f"k-means needs at least k frames (give more audio or a smaller --k)")
