@@ -35,7 +35,7 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 
 from .audio import decoded_blocks, open_audio
-from .errors import SettingsError
+from .errors import AudiotokError, SettingsError
 from .output import FORMATS
 from .pcm import pcm_blocks
 from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, StreamSettings, UnitChunk
@@ -111,6 +111,9 @@ def _check(args: argparse.Namespace) -> StreamSettings:
 def open_source(args: argparse.Namespace) -> Iterator[tuple[int, Iterator[np.ndarray], Microphone | None]]:
     """(sample rate, blocks, microphone or None) for --input."""
     if args.input == "-":
+        if sys.stdin.isatty():
+            raise SettingsError("--input - reads raw PCM from a pipe, but stdin is a terminal "
+                                "(e.g. arecord -q -f S16_LE -r 16000 -c 1 | audiotok stream BUNDLE --input -)")
         rate = args.rate or STDIN_RATE
         yield rate, pcm_blocks(sys.stdin.buffer, encoding="f32le" if args.f32le else "s16le",
                                channels=args.channels, rate=rate), None
@@ -218,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
         stream = tokenizer.stream(chunk_ms=settings.chunk_ms, lookahead_ms=settings.lookahead_ms,
                                   context_ms=settings.context_ms, sample_rate=rate)
         overruns = OverrunReport(mic)
+        failure: AudiotokError | None = None
         try:
             for block in limit_seconds(blocks, args.seconds, rate):
                 state["busy"] = True
@@ -228,7 +232,11 @@ def run(args: argparse.Namespace) -> int:
                     break
         except KeyboardInterrupt:
             pass
+        except AudiotokError as exc:  # e.g. the device stopped: what arrived before it is still good
+            failure = exc
         state["busy"] = True  # a second Ctrl-C during the final flush waits for it
         writer.write(stream.flush())
         overruns.check(final=True)
+    if failure is not None:
+        raise failure
     return 0

@@ -23,7 +23,7 @@ from audiotok.runtime import SettingsError, Tokenizer
 from audiotok.runtime.constants import frame_count
 from audiotok.runtime.units import dedup
 from audiotok.runtime.windowing import plan_windows
-from conftest import run_cli
+from conftest import run_cli, write_wav
 
 RATE = 16_000
 
@@ -235,6 +235,15 @@ def test_file_input_equals_tokenize(logmel_bundle, speech_dir):
     offline = run_cli("tokenize", logmel_bundle, wav)
     assert streamed_out.returncode == 0 and offline.returncode == 0
     assert _units(streamed_out.stdout) == [int(u) for u in offline.stdout.decode().split("\t")[1].split()]
+
+
+def test_audio_error_mid_stream_prints_the_frames_before_it(logmel_bundle, logmel, speech_16k, tmp_path):
+    audio = speech_16k[: 3 * RATE].copy()
+    audio[2 * RATE] = np.nan
+    result = run_cli("stream", logmel_bundle, "--input", write_wav(tmp_path / "nan.wav", audio))
+    assert result.returncode == 1
+    assert result.stderr.decode().strip().endswith("nan.wav: NaN or Inf sample at 2.000 s")
+    assert _units(result.stdout) == logmel.tokenize(audio[: 2 * RATE], sample_rate=RATE).tolist()
 
 
 def test_ctrl_c_flushes_and_exits_zero(logmel_bundle, logmel, pcm):
