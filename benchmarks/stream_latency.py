@@ -276,7 +276,7 @@ def main() -> int:
     model = args.checkpoint or "HuBERT-base-size (random weights)"
     print(f"{model} cut at layer {args.layer}, k={K}; {args.seconds:g} s of {source} "
           f"per setting, fed in {BLOCK_MS} ms blocks on the sample clock; onnxruntime threads={args.threads}; "
-          f"{os.cpu_count()} CPUs; load average before the run {load_before:.2f}\n")
+          f"{os.cpu_count()} CPUs; load average {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after\n")
     print("| chunk ms | lookahead ms | context ms | window compute ms | latency p50 ms | p95 ms | max ms | "
           "CPU cores | agreement (no norm) | agreement (per-window norm) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
