@@ -89,21 +89,31 @@ def open_audio(path: str | os.PathLike) -> sf.SoundFile:
         raise AudioError(f"{p}: not a readable audio file ({reason})") from None
 
 
+def decoded_blocks(f: sf.SoundFile, *, source: str,
+                   block_seconds: float = READ_BLOCK_SECONDS) -> Iterator[np.ndarray]:
+    """Yield mono float32 blocks of an open file at its own sample rate (no resampling).
+
+    Streaming reads files through this with short blocks and resamples as a microphone would;
+    :func:`file_blocks` reads through it with long ones.
+    """
+    step = max(1, int(block_seconds * f.samplerate))
+    offset = 0
+    try:
+        for block in f.blocks(blocksize=step, dtype="float32", always_2d=True):
+            mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+            check_finite(mono, source=source, offset=offset, rate=f.samplerate)
+            offset += len(mono)
+            yield np.ascontiguousarray(mono)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioError(f"{source}: decoding failed after {offset / f.samplerate:.2f} s ({exc})") from None
+
+
 def file_blocks(path: str | os.PathLike) -> Iterator[np.ndarray]:
     """Yield 16 kHz mono float32 blocks decoded from an audio file."""
-    source = str(path)
     with open_audio(path) as f:
         resample = Resampler(f.samplerate)
-        step = int(READ_BLOCK_SECONDS * f.samplerate)
-        offset = 0
-        try:
-            for block in f.blocks(blocksize=step, dtype="float32", always_2d=True):
-                mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
-                check_finite(mono, source=source, offset=offset, rate=f.samplerate)
-                offset += len(mono)
-                yield resample(np.ascontiguousarray(mono))
-        except (sf.LibsndfileError, RuntimeError) as exc:
-            raise AudioError(f"{source}: decoding failed after {offset / f.samplerate:.2f} s ({exc})") from None
+        for block in decoded_blocks(f, source=str(path)):
+            yield resample(block)
         yield resample(np.zeros(0, np.float32), last=True)
 
 

@@ -28,6 +28,7 @@ class Command:
 
 COMMANDS = {
     "tokenize": Command("audiotok.runtime.tokenize_cmd", "turn audio files into unit ids with a bundle"),
+    "stream": Command("audiotok.runtime.stream_cmd", "tokenize a microphone or a PCM pipe live, units as they are final"),
     "info": Command("audiotok.runtime.info_cmd", "print a bundle's manifest as JSON"),
     "train": Command("audiotok.train.cli", "fit k-means units on a folder of speech", "train"),
     "export": Command("audiotok.export.cli", "export encoder + centroids as one ONNX bundle", "train"),

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from .audio import array_blocks, file_blocks
-from .constants import RECEPTIVE_FIELD_SAMPLES
+from .constants import RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
 from .errors import AudioError
 from .session import INPUT_NAME, OUTPUT_NAME, open_session
+from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, Stream, StreamSettings
 from .windowing import WindowPolicy, Windower
 
 # Inputs up to 30 s run in one pass, exactly as the encoder sees a whole utterance. Longer ones run
@@ -46,6 +47,15 @@ class Tokenizer:
             return np.zeros(0, np.int64)
         batch = np.ascontiguousarray(samples, dtype=np.float32)[None, :]
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0][0]
+
+    def stream(self, *, chunk_ms: float = DEFAULT_CHUNK_MS, lookahead_ms: float = DEFAULT_LOOKAHEAD_MS,
+               context_ms: float = DEFAULT_CONTEXT_MS, sample_rate: int = SAMPLE_RATE) -> Stream:
+        """A :class:`~audiotok.runtime.stream.Stream` over this bundle for live audio at ``sample_rate``.
+
+        Lengths are milliseconds on the 20 ms frame grid; bad values raise SettingsError here,
+        before any audio is read.
+        """
+        return Stream(self.units_for_window, StreamSettings(chunk_ms, lookahead_ms, context_ms, sample_rate))
 
     def tokenize(self, audio: AudioInput, sample_rate: int | None = None) -> np.ndarray:
         """Units of a file path, or of samples (float or int PCM, ``(n,)`` or ``(n, channels)``).

@@ -115,6 +115,10 @@ class Windower:
         self._windowing = self.policy.one_pass_samples == 0
 
     @property
+    def samples_received(self) -> int:
+        return self._received
+
+    @property
     def frames_emitted(self) -> int:
         return min(self._next_window * self.policy.chunk_frames, frame_count(self._received))
 

@@ -1,0 +1,164 @@
+"""Streaming tokenization: samples arrive in blocks, units leave as soon as they are final.
+
+The encoders are non-causal, so a frame's unit depends on audio after it. A stream therefore runs
+the bundle on windows of *left context + chunk + lookahead* and keeps only the chunk's frames
+(:mod:`windowing` defines those windows on the same 320-sample grid as offline tokenization).
+A chunk becomes final once its lookahead has arrived, so the wait from a chunk's last frame to its
+units is the lookahead plus one window's compute.
+
+Normalization: bundles whose encoder normalises the waveform (``do_normalize``, manifest
+``normalization: "utterance"``) do it inside the graph, per graph input. In a stream each window
+is one input, so each is normalised by the statistics of its own context + chunk + lookahead:
+causal with respect to what has arrived, independent of the block size, and equal to offline
+when the window covers the whole input. docs/streaming.md gives its measured cost.
+
+Example::
+
+    stream = Tokenizer("units.onnx").stream(chunk_ms=640, lookahead_ms=80, context_ms=640,
+                                            sample_rate=48_000)
+    for block in microphone_blocks:          # any size, float or int16, (n,) or (n, channels)
+        for piece in stream.accept(block):
+            print(piece.frame, piece.units)
+    rest = stream.flush()                    # at end of input
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+
+from .audio import Resampler, check_finite, to_mono_float32
+from .constants import FRAME_SECONDS, HOP_SAMPLES, SAMPLE_RATE, frame_count
+from .errors import SettingsError
+from .windowing import UnitsFn, Windower, WindowPolicy
+
+FRAME_MS = 20  # one frame of the shared grid, in milliseconds
+
+# Defaults, chosen with benchmarks/stream_latency.py on a HuBERT-base-size bundle (docs/streaming.md
+# has the table and the reasoning). A frame's units appear lookahead + one window's compute after
+# its audio, so lookahead is short (80 ms). A stream costs window / chunk times the encoder's cost
+# per second of audio: a 640 ms chunk with 640 ms of context makes that 2.1x, about a quarter of a
+# core here, so a board three times slower still keeps up on one core.
+DEFAULT_CHUNK_MS = 640
+DEFAULT_LOOKAHEAD_MS = 80
+DEFAULT_CONTEXT_MS = 640
+
+
+def _frames(ms: float, name: str, minimum: int) -> int:
+    """Milliseconds -> whole frames, refusing values that are negative, too small or off the grid."""
+    if isinstance(ms, bool) or not isinstance(ms, Real) or not np.isfinite(ms):
+        raise SettingsError(f"{name} must be a number of milliseconds, got {ms!r}")
+    if ms < 0:
+        raise SettingsError(f"{name} must not be negative, got {ms:g} ms")
+    if ms < minimum * FRAME_MS:
+        raise SettingsError(f"{name} must be at least {minimum * FRAME_MS} ms (one {HOP_SAMPLES}-sample frame), "
+                            f"got {ms:g} ms")
+    frames = ms / FRAME_MS
+    if abs(frames - round(frames)) > 1e-9:
+        low = int(frames) * FRAME_MS
+        raise SettingsError(f"{name} {ms:g} ms is not a whole number of {FRAME_MS} ms frames; "
+                            f"use {low} or {low + FRAME_MS}")
+    return int(round(frames))
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Window geometry in milliseconds (multiples of 20 ms) and the rate samples arrive at.
+
+    Checked on construction, so settings that cannot work fail before any audio is read.
+    """
+
+    chunk_ms: float = DEFAULT_CHUNK_MS  # frames emitted per window
+    lookahead_ms: float = DEFAULT_LOOKAHEAD_MS  # audio after the chunk each window sees
+    context_ms: float = DEFAULT_CONTEXT_MS  # audio before the chunk each window sees
+    sample_rate: int = SAMPLE_RATE  # of the samples passed to accept(); resampled to 16 kHz
+
+    def __post_init__(self) -> None:
+        self.policy  # noqa: B018 - validates the three lengths
+        rate = self.sample_rate
+        if isinstance(rate, bool) or not isinstance(rate, Integral) or rate <= 0:
+            raise SettingsError(f"sample rate must be a positive whole number of Hz, got {rate!r}")
+
+    @property
+    def policy(self) -> WindowPolicy:
+        return WindowPolicy(chunk_frames=_frames(self.chunk_ms, "chunk", 1),
+                            context_frames=_frames(self.context_ms, "context", 0),
+                            lookahead_frames=_frames(self.lookahead_ms, "lookahead", 0))
+
+
+@dataclass(frozen=True, eq=False)
+class UnitChunk:
+    """Units that became final: ``units[i]`` is the unit of global frame ``frame + i``."""
+
+    frame: int  # index of the first frame (frame f covers samples [320 f, 320 f + 400) at 16 kHz)
+    units: np.ndarray  # int64
+
+    @property
+    def stop(self) -> int:
+        """Index one past the last frame."""
+        return self.frame + len(self.units)
+
+    @property
+    def seconds(self) -> float:
+        """Start time of the first frame."""
+        return self.frame * FRAME_SECONDS
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """A snapshot of where a stream is, for progress displays, tests and latency accounting."""
+
+    samples_accepted: int  # at the input sample rate
+    samples_16k: int  # after resampling: what the windows are cut from
+    frames_emitted: int  # frames [0, frames_emitted) have been returned
+    frames_pending: int  # frames whose audio has arrived but whose window still waits for lookahead
+    finished: bool  # flush() was called; reset() before accepting more
+
+
+class Stream:
+    """One live input. ``accept`` blocks of samples, ``flush`` at the end, ``reset`` to start over.
+
+    Not thread-safe: feed it from one thread (a microphone callback should only queue audio).
+    """
+
+    def __init__(self, units_fn: UnitsFn, settings: StreamSettings = StreamSettings()) -> None:
+        self.settings = settings
+        self.policy = settings.policy
+        self._windower = Windower(self.policy, units_fn)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all audio and start a new stream at frame 0 (the resampler starts over too)."""
+        self._windower.reset()
+        self._resample = Resampler(self.settings.sample_rate)
+        self._accepted = 0
+        self._finished = False
+
+    @property
+    def state(self) -> StreamState:
+        samples = self._windower.samples_received
+        emitted = self._windower.frames_emitted
+        return StreamState(self._accepted, samples, emitted, frame_count(samples) - emitted, self._finished)
+
+    def accept(self, samples: np.ndarray) -> list[UnitChunk]:
+        """Take a block (float or integer PCM, ``(n,)`` or ``(n, channels)``); return what became final."""
+        if self._finished:
+            raise RuntimeError("this stream was flushed; call reset() to start a new one")
+        mono = to_mono_float32(samples, source="stream")
+        check_finite(mono, source="stream", offset=self._accepted, rate=self.settings.sample_rate)
+        self._accepted += len(mono)
+        return self._chunks(self._windower.push(self._resample(mono)))
+
+    def flush(self) -> list[UnitChunk]:
+        """End of input: run the remaining windows (lookahead cut short) and return their units."""
+        if self._finished:
+            return []
+        self._finished = True
+        tail = self._resample(np.zeros(0, np.float32), last=True)
+        return self._chunks(self._windower.push(tail) + self._windower.finish())
+
+    @staticmethod
+    def _chunks(pieces: list[tuple[int, np.ndarray]]) -> list[UnitChunk]:
+        return [UnitChunk(frame, units) for frame, units in pieces if len(units)]
