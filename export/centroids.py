@@ -49,3 +49,28 @@ def load_centroids(path: str | Path) -> Centroids:
     if not np.isfinite(array).all():
         raise CentroidsError(f"--centroids {p}: contains NaN or Inf")
     return Centroids(np.ascontiguousarray(array, dtype=np.float32), str(p), "npy")
+
+
+def centroids_from_bundle(path: str | Path) -> np.ndarray | None:
+    """The centroids inside a bundle, recovered from its distance constants, or None if not found.
+
+    The graph holds ``-2 C^T`` as the weight of the MatMul that feeds ``ArgMin`` (through the
+    ``+ ||c||^2`` Add). Multiplying by -0.5 is exact in floating point, so the recovered array has
+    the same bytes as the exported one and its sha256 can be checked against the manifest.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    weights = {init.name: init for init in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.op_type != "ArgMin":
+            continue
+        add = producer.get(node.input[0])
+        for name in add.input if add is not None and add.op_type == "Add" else []:
+            matmul = producer.get(name)
+            if matmul is not None and matmul.op_type == "MatMul" and matmul.input[1] in weights:
+                minus_two_ct = numpy_helper.to_array(weights[matmul.input[1]]).astype(np.float32)
+                return np.ascontiguousarray((minus_two_ct * np.float32(-0.5)).T)
+    return None
