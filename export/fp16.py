@@ -17,7 +17,7 @@ from pathlib import Path
 
 import onnx
 
-from .quantize import _centroid_nodes
+from .centroids import distance_nodes
 
 # Ops whose fp16 versions lose range or precision that matters here, on top of onnxruntime's list.
 # Normalizations over long inputs accumulate sums of squares that overflow fp16's 65504.
@@ -77,7 +77,7 @@ def to_fp16(source: Path, target: Path) -> list[str]:
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     model = onnx.load(str(source))
-    keep = sorted(_centroid_nodes(model))
+    keep = sorted(distance_nodes(model).values())
     logger = logging.getLogger()
     level = logger.level
     logger.setLevel(logging.ERROR)

@@ -41,6 +41,8 @@ import onnx
 from audiotok.runtime.errors import SettingsError
 from audiotok.runtime.session import INPUT_NAME
 
+from .centroids import distance_nodes
+
 GROUP_TOLERANCE = 0.01  # a group may cost at most 1% of frames (about 3x the noise of 30 s of audio)
 LINEAR_INPUT_OPS = {"LayerNormalization", "SkipLayerNormalization", "Gelu", "BiasGelu", "FastGelu", "Reshape",
                     "Transpose"}  # what feeds a transformer projection; a log-mel filterbank is not fed by these
@@ -66,26 +68,11 @@ class Int8Report:
                 "nodes": self.nodes, "calibration": self.calibration, "tolerance": GROUP_TOLERANCE}
 
 
-def _centroid_nodes(model: onnx.ModelProto) -> set[str]:
-    """ArgMin, the Add of ||c||^2 before it and the distance MatMul: these stay fp32."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    names: set[str] = set()
-    for node in model.graph.node:
-        if node.op_type != "ArgMin":
-            continue
-        names.add(node.name)
-        add = producer.get(node.input[0])
-        if add is not None and add.op_type == "Add":
-            names.add(add.name)
-            names.update(p.name for i in add.input if (p := producer.get(i)) is not None and p.op_type == "MatMul")
-    return names
-
-
 def operator_groups(model: onnx.ModelProto) -> dict[str, list[str]]:
     """Node names of the fp32 graph by quantization group (see the module docstring)."""
     weights = {init.name: len(init.dims) for init in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
-    keep = _centroid_nodes(model)
+    keep = set(distance_nodes(model).values())
     groups: dict[str, list[str]] = {"linear": [], "pos_conv": [], "cnn": []}
     first_conv = True
     for node in model.graph.node:  # topological order: the first Conv is the one on the waveform
