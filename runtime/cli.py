@@ -32,6 +32,7 @@ COMMANDS = {
     "info": Command("audiotok.runtime.info_cmd", "print a bundle's manifest as JSON"),
     "train": Command("audiotok.train.cli", "fit k-means units on a folder of speech", "train"),
     "export": Command("audiotok.export.cli", "export encoder + centroids as one ONNX bundle", "train"),
+    "verify": Command("audiotok.export.verify_cmd", "measure a bundle's agreement with torch on your audio", "train"),
 }
 
 

@@ -1,0 +1,75 @@
+"""Graph optimizations applied once at export and saved in the bundle.
+
+onnxruntime would otherwise redo constant folding and pattern fusions every time a bundle is
+loaded. Two passes, both execution-provider neutral, so the fp32 bundle stays portable (CPU, CUDA,
+...) and the int8 and fp16 variants start from a graph whose structure is already fused:
+
+1. onnxruntime's basic level (constant folding, redundant node elimination), which changes no
+   arithmetic;
+2. onnxruntime's transformer fusions for post- and pre-LayerNorm encoders (the ``bert`` model
+   type covers the HuBERT / wav2vec2 block): LayerNorm, SkipLayerNorm (residual + LayerNorm),
+   BiasGelu, Gelu. Fused kernels compute the same functions; the export's parity check measures
+   that the units do not move.
+
+The attention block itself is not fused: on CPU the fused Attention kernel measured no faster than
+the MatMul/Softmax/MatMul it replaces, and leaving it unfused keeps the projections visible as plain
+MatMuls for the int8 quantizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+
+TRANSFORMER_MODEL_TYPE = "bert"  # onnxruntime.transformers' fusion set matching wav2vec2-style blocks
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The fusion passes log every pattern they try; a user exporting needs none of it."""
+    logger = logging.getLogger("onnxruntime.transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def basic_optimize(source: Path, target: Path) -> None:
+    """onnxruntime's provider-neutral basic optimizations, written to ``target``."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(target)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+
+
+def fuse_transformer(source: Path, target: Path) -> dict[str, int]:
+    """Apply onnxruntime's transformer fusions; returns the count of each fused operator."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with _quiet():
+        optimized = optimize_model(str(source), model_type=TRANSFORMER_MODEL_TYPE, num_heads=0, hidden_size=0,
+                                   opt_level=0)
+        fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+        optimized.save_model_to_file(str(target), use_external_data_format=False)
+    return fused
+
+
+def optimize_graph(source: Path, target: Path, *, transformer: bool) -> dict[str, int]:
+    """Basic optimizations, then (for transformer encoders) the fusions; ``target`` is the result."""
+    with tempfile.TemporaryDirectory(prefix="audiotok-optimize-") as tmp:
+        folded = Path(tmp) / "folded.onnx"
+        basic_optimize(source, folded)
+        if transformer:
+            return fuse_transformer(folded, target)
+        onnx.save(onnx.load(str(folded)), str(target))
+    return {}

@@ -1,0 +1,186 @@
+"""fp32 / fp16 / int8 bundles, their measured agreement, --min-agreement, verify, provider fallback.
+
+All on a tiny random-weight HuBERT (see conftest) with k=16 units trained on the espeak speech.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from audiotok.runtime.audio import file_blocks
+from audiotok.runtime.constants import frame_count
+from audiotok.runtime.tokenizer import Tokenizer
+
+from conftest import run_cli
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_FLOOR = {"fp32": 0.999, "fp16": 0.98, "int8": 0.95}  # as documented in `audiotok export --help`
+
+
+@pytest.fixture(scope="module")
+def tiny_units(tiny_hubert, speech_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("precision") / "units.npy"
+    result = run_cli("train", "--model", tiny_hubert, "--k", "16", "-o", out, speech_dir)
+    assert result.returncode == 0, result.stderr.decode()
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundles(tiny_hubert, tiny_units):
+    """One bundle per precision, exported in this process through the CLI dispatcher."""
+    from audiotok.runtime.cli import main
+
+    paths = {}
+    for precision in PRECISIONS:
+        paths[precision] = tiny_units.with_name(f"units-{precision}.onnx")
+        code = main(["export", "--model", str(tiny_hubert), "--centroids", str(tiny_units),
+                     "--precision", precision, "-o", str(paths[precision])])
+        assert code == 0, f"export --precision {precision} failed"
+    return paths
+
+
+def _wavs(speech_dir):
+    return sorted(speech_dir.glob("*.wav"))
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_each_precision_loads_and_tokenizes(bundles, tiny_units, speech_dir, precision):
+    tokenizer = Tokenizer(bundles[precision])
+    k = len(np.load(tiny_units))
+    for wav in _wavs(speech_dir):
+        samples = np.concatenate(list(file_blocks(wav)))
+        units = tokenizer.tokenize(wav)
+        assert units.dtype == np.int64
+        assert len(units) == frame_count(len(samples))
+        assert units.min() >= 0 and units.max() < k
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_manifest_carries_precision_and_measured_agreement(bundles, speech_dir, precision):
+    manifest = Tokenizer(bundles[precision]).manifest
+    assert manifest.precision == precision
+    agreement = manifest.agreement
+    expected_frames = sum(frame_count(len(np.concatenate(list(file_blocks(w))))) for w in _wavs(speech_dir))
+    assert agreement["reference"] == "torch fp32"
+    assert agreement["frames"] == expected_frames  # parity audio defaults to the training audio
+    assert 0 <= agreement["matching"] <= agreement["frames"]
+    assert agreement["agreement"] == round(agreement["matching"] / agreement["frames"], 6)
+    assert agreement["min_agreement"] == DEFAULT_FLOOR[precision]
+    assert agreement["agreement"] >= DEFAULT_FLOOR[precision]
+
+
+def test_fp32_is_exact_and_int8_reports_what_it_quantized(bundles):
+    assert Tokenizer(bundles["fp32"]).manifest.agreement["agreement"] == 1.0
+    int8 = Tokenizer(bundles["int8"]).manifest.provenance["int8"]
+    assert "linear" in int8["quantized"]
+    assert int8["nodes"]["linear"] == 3 * 6 + 1  # q, k, v, out, ffn1, ffn2 per layer + feature projection
+    for group, would_have in int8["kept_fp32"].items():  # rejected only because it measurably hurt
+        assert group in ("pos_conv", "cnn") and group not in int8["quantized"]
+        assert 0.0 <= would_have < 1.0
+
+
+def test_variants_are_smaller_and_keep_centroid_distances_fp32(bundles, tiny_units):
+    from audiotok.export.centroids import centroids_from_bundle
+
+    sizes = {p: bundles[p].stat().st_size for p in PRECISIONS}
+    assert sizes["fp16"] < 0.85 * sizes["fp32"]
+    assert sizes["int8"] < 0.85 * sizes["fp32"]
+    trained = np.load(tiny_units).astype(np.float32)
+    for precision in PRECISIONS:  # distances use the exact fp32 centroids in every precision
+        recovered = centroids_from_bundle(bundles[precision])
+        assert recovered is not None and recovered.dtype == np.float32
+        assert np.array_equal(recovered, trained), precision
+
+
+def test_min_agreement_refuses_and_writes_nothing(bundles, tiny_hubert, tiny_units, tmp_path):
+    measured = Tokenizer(bundles["int8"]).manifest.agreement["agreement"]
+    assert measured < 1.0, "int8 rounding is expected to move at least one frame of the tiny model"
+    out = tmp_path / "refused.onnx"
+    result = run_cli("export", "--model", tiny_hubert, "--centroids", tiny_units, "--precision", "int8",
+                     "--min-agreement", f"{(measured + 1.0) / 2:.7f}", "-o", out)
+    stderr = result.stderr.decode()
+    lines = [line for line in stderr.splitlines() if line.startswith("audiotok:")]
+    assert result.returncode == 1
+    assert len(lines) == 1 and lines[0].startswith("audiotok: error: the int8 bundle's units equal torch's on")
+    assert "nothing was written" in lines[0] and "--precision fp32" in lines[0]
+    assert "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_min_agreement_outside_zero_one_is_refused(tiny_units, tmp_path):
+    result = run_cli("export", "--model", "logmel", "--centroids", tiny_units, "--min-agreement", "99.9",
+                     "-o", tmp_path / "x.onnx")
+    assert result.returncode == 1
+    assert result.stderr.decode().strip().splitlines()[-1] == (
+        "audiotok: error: --min-agreement is a fraction of frames in [0, 1], got 99.9")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _absent_provider() -> str:
+    available = ort.get_available_providers()
+    aliases = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
+               "coreml": "CoreMLExecutionProvider", "rocm": "ROCMExecutionProvider"}
+    return next(short for short, full in aliases.items() if full not in available)
+
+
+def test_tokenize_falls_back_to_cpu_with_a_warning(bundles, speech_dir):
+    wav = _wavs(speech_dir)[0]
+    provider = _absent_provider()
+    plain = run_cli("tokenize", bundles["int8"], wav, "--threads", "1")
+    fallback = run_cli("tokenize", bundles["int8"], wav, "--provider", provider, "--threads", "1")
+    assert plain.returncode == 0 and fallback.returncode == 0, fallback.stderr.decode()
+    assert fallback.stdout == plain.stdout and plain.stdout.strip()
+    warning = fallback.stderr.decode().strip()
+    assert warning.startswith(f"audiotok: warning: execution provider '{provider}' is not available")
+    assert warning.endswith("falling back to CPU")
+
+
+def test_tokenizer_api_falls_back_to_cpu(bundles, speech_dir, capsys):
+    wav = _wavs(speech_dir)[1]
+    expected = Tokenizer(bundles["fp32"]).tokenize(wav)
+    capsys.readouterr()
+    tokenizer = Tokenizer(bundles["fp32"], providers=[_absent_provider(), "cpu"], threads=2)
+    assert "falling back to CPU" in capsys.readouterr().err
+    assert tokenizer.providers == ["CPUExecutionProvider"]
+    assert np.array_equal(tokenizer.tokenize(wav), expected)
+
+
+def test_verify_prints_agreement_per_file_and_in_total(bundles, tiny_hubert, speech_dir):
+    result = run_cli("verify", bundles["fp32"], "--model", tiny_hubert, speech_dir)
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode().strip().splitlines()
+    wavs = _wavs(speech_dir)
+    frames = [frame_count(len(np.concatenate(list(file_blocks(w))))) for w in wavs]
+    assert [line.split("\t") for line in lines[:-1]] == [
+        [str(w), f"{n}/{n}", "100.0000%"] for w, n in zip(wavs, frames)]
+    assert lines[-1].startswith(f"agreement 100.0000% of {sum(frames)} frames in {len(wavs)} files "
+                                f"(fp32 bundle on CPUExecutionProvider vs torch fp32")
+
+
+def test_verify_fails_below_its_min_agreement(bundles, tiny_hubert, speech_dir):
+    result = run_cli("verify", bundles["int8"], "--model", tiny_hubert, "--provider", _absent_provider(),
+                     "--min-agreement", "1.0", speech_dir)
+    out = result.stdout.decode().strip().splitlines()
+    total = out[-1]
+    assert total.startswith("agreement ") and "(int8 bundle on CPUExecutionProvider" in total
+    fraction = float(total.split()[1].rstrip("%")) / 100
+    assert fraction < 1.0
+    assert result.returncode == 1
+    assert result.stderr.decode().strip().splitlines()[-1] == (
+        f"audiotok: error: agreement {fraction:.4%} is below --min-agreement 100.0000%")
+
+
+def test_verify_refuses_other_encoders_and_other_centroids(bundles, tiny_hubert, speech_dir, tmp_path):
+    wav = _wavs(speech_dir)[0]
+    result = run_cli("verify", bundles["int8"], "--model", "logmel", wav)
+    assert result.returncode == 1
+    assert result.stderr.decode().strip().splitlines()[-1] == (
+        f"audiotok: error: {bundles['int8']} was exported from {tiny_hubert} (hubert), not from --model logmel")
+    other = tmp_path / "other.npy"
+    np.save(other, np.random.default_rng(0).standard_normal((16, 32)).astype(np.float32))
+    result = run_cli("verify", bundles["int8"], "--model", tiny_hubert, "--centroids", other, wav)
+    assert result.returncode == 1
+    assert result.stderr.decode().strip().splitlines()[-1].startswith(
+        f"audiotok: error: --centroids {other} are not the ones this bundle was exported with")
