@@ -4,7 +4,14 @@ The bundle carries its own manifest (encoder, layer, k, normalization, precision
 the agreement with torch measured at export), so it cannot be used with the wrong layer later.
 Export fails, writing nothing, if the bundle's units differ from torch's on more than 0.1% of frames.
 
-Example: audiotok export --model logmel --centroids units.npy -o units.onnx
+--centroids takes audiotok's own .npy, or an existing vocabulary, recognised from its content:
+a .npy array, a torch .pt (tensor or state dict with one k x dim tensor), a scikit-learn
+KMeans/MiniBatchKMeans pickle (fairseq/GSLM km.bin, any scikit-learn version), or a faiss
+flat/IVF index (needs faiss-cpu). Imported vocabularies carry no layer: pass --layer.
+
+Examples:
+  audiotok export --model logmel --centroids units.npy -o units.onnx
+  audiotok export --model facebook/hubert-base-ls960 --layer 6 --centroids km.bin -o hubert50.onnx
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the encoder the centroids were fitted with: 'logmel', a hub id or a local folder")
     parser.add_argument("--layer", type=int, default=None,
                         help="hidden_states index (default: the layer recorded beside the centroids, else 6)")
-    parser.add_argument("--centroids", required=True, help="centroids .npy from `audiotok train`")
+    parser.add_argument("--centroids", required=True, help="centroids: .npy from `audiotok train`, or .npy/.pt/km.bin (scikit-learn pickle)/faiss index")
     parser.add_argument("-o", "--output", required=True, help="bundle to write (.onnx)")
     parser.add_argument("--normalize", choices=NORMALIZE_CHOICES, default="auto",
                         help="waveform normalization; auto reads the checkpoint's feature extractor")
