@@ -11,6 +11,7 @@ agreement) into the model; rename into place. Below ``min_agreement`` nothing is
 from __future__ import annotations
 
 import platform
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -138,7 +139,7 @@ def _provenance(encoder: Encoder, centroids: Centroids, sidecar: dict | None) ->
                                                       "clusters_used", "perplexity", "kmeans")}
     return {
         "encoder": asdict(encoder.spec),
-        "centroids": {"source": Path(centroids.source).name, "format": centroids.format},
+        "centroids": centroids.provenance(),
         "training": training,
         "versions": {"audiotok": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
@@ -175,8 +176,12 @@ def export_bundle(config: ExportConfig, progress: Progress = lambda _: None) -> 
     """Export, check and write one bundle; raises :class:`AgreementError` (writing nothing) below the bar."""
     _check_config(config)
     centroids = load_centroids(config.centroids)
-    sidecar = read_sidecar(config.centroids)
+    # Only audiotok's own .npy centroids have a sidecar; an imported vocabulary needs --layer.
+    sidecar = read_sidecar(config.centroids) if centroids.format == "npy" else None
     layer = config.layer if config.layer is not None else (sidecar or {}).get("layer")
+    if layer is None and sidecar is None and config.model != "logmel":
+        print(f"audiotok: warning: --centroids {config.centroids} do not record their layer and no --layer was "
+              f"given: using the encoder's default; pass --layer to be sure", file=sys.stderr)
     if config.model == "logmel" and layer == 0:
         layer = None
     progress("loading the encoder")

@@ -11,8 +11,14 @@ Precisions:
 Below --min-agreement the export fails and writes nothing. `audiotok verify` measures the same
 agreement on your own audio.
 
+--centroids takes audiotok's own .npy, or an existing vocabulary, recognised from its content:
+a .npy array, a torch .pt (tensor or state dict with one k x dim tensor), a scikit-learn
+KMeans/MiniBatchKMeans pickle (fairseq/GSLM km.bin, any scikit-learn version), or a faiss
+flat/IVF index (needs faiss-cpu). Imported vocabularies carry no layer: pass --layer.
+
 Examples:
   audiotok export --model logmel --centroids units.npy -o units.onnx
+  audiotok export --model facebook/hubert-base-ls960 --layer 6 --centroids km.bin -o hubert50.onnx
   audiotok export --model hubert-base/ --centroids km500.npy --precision int8 --calibration speech/ -o km500-int8.onnx
 """
 
@@ -33,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the encoder the centroids were fitted with: 'logmel', a hub id or a local folder")
     parser.add_argument("--layer", type=int, default=None,
                         help="hidden_states index (default: the layer recorded beside the centroids, else 6)")
-    parser.add_argument("--centroids", required=True, help="centroids .npy from `audiotok train`")
+    parser.add_argument("--centroids", required=True, help="centroids: .npy from `audiotok train`, or .npy/.pt/km.bin (scikit-learn pickle)/faiss index")
     parser.add_argument("-o", "--output", required=True, help="bundle to write (.onnx)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (exact), int8 (CPU: smaller, faster) or fp16 (GPU providers)")

@@ -30,6 +30,7 @@ COMMANDS = {
     "tokenize": Command("audiotok.runtime.tokenize_cmd", "turn audio files into unit ids with a bundle"),
     "stream": Command("audiotok.runtime.stream_cmd", "tokenize a microphone or a PCM pipe live, units as they are final"),
     "info": Command("audiotok.runtime.info_cmd", "print a bundle's manifest as JSON"),
+    "plot": Command("audiotok.runtime.plot_cmd", "draw a file's waveform, spectrogram and units", "plot"),
     "train": Command("audiotok.train.cli", "fit k-means units on a folder of speech", "train"),
     "export": Command("audiotok.export.cli", "export encoder + centroids as one ONNX bundle", "train"),
     "verify": Command("audiotok.export.verify_cmd", "measure a bundle's agreement with torch on your audio", "train"),

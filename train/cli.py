@@ -2,7 +2,8 @@
 
 Writes the centroids (.npy, float32, k x dim) and a JSON sidecar beside them (same name, .json)
 that records the encoder, layer, k, data used and the fit's statistics; `audiotok export` reads it
-to refuse centroids used with the wrong layer.
+to refuse centroids used with the wrong layer. With matplotlib installed (the [plot] extra) it also
+draws the cluster usage beside them (same name, .usage.png).
 
 Example: audiotok train --model logmel --k 100 -o units.npy speech/
 """
@@ -23,8 +24,9 @@ from audiotok.runtime.errors import AudioError, SettingsError
 
 from .data import training_files
 from .features import FeatureExtractor
-from .kmeans import KMeansConfig, fit_kmeans, unit_stats
+from .kmeans import KMeansConfig, fit_kmeans, unit_usage
 from .sidecar import TrainingRecord, write_centroids
+from .usage_plot import write_usage_plot
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,11 +110,14 @@ def run(args: argparse.Namespace) -> int:
     config = KMeansConfig(k=args.k, batch_size=args.batch_size, n_init=args.n_init, max_iter=args.max_iter,
                           max_no_improvement=args.max_no_improvement, seed=args.seed)
     centroids = fit_kmeans(features, config)
-    stats = unit_stats(features, centroids)
+    stats, counts = unit_usage(features, centroids)
     record = TrainingRecord.create(spec, config, stats, frames=len(features), hours=hours,
                                    files=[str(f) for f in files[:used]], data=args.data,
                                    percent=args.percent)
     write_centroids(args.output, centroids, record)
     print(f"audiotok: wrote {args.output}: k={args.k}, {len(features)} frames ({hours:.3f} h), "
           f"{stats.clusters_used}/{args.k} clusters used, perplexity {stats.perplexity:.1f}", file=sys.stderr)
+    plot = write_usage_plot(args.output, counts, stats)
+    print(f"audiotok: cluster usage plot: {plot}" if plot else
+          "audiotok: pip install 'audiotok[plot]' to also get a cluster-usage plot", file=sys.stderr)
     return 0

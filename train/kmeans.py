@@ -83,13 +83,19 @@ def nearest(features: np.ndarray, centroids: np.ndarray, chunk: int = 65_536) ->
     return labels, dist
 
 
-def unit_stats(features: np.ndarray, centroids: np.ndarray) -> UnitStats:
+def unit_usage(features: np.ndarray, centroids: np.ndarray) -> tuple[UnitStats, np.ndarray]:
+    """The statistics, and how many frames each unit is nearest to (``[k]`` counts)."""
     labels, dist = nearest(features, centroids)
     counts = np.bincount(labels, minlength=len(centroids))
     p = counts[counts > 0] / counts.sum()
-    return UnitStats(
+    stats = UnitStats(
         inertia=float(dist.sum()),
         mean_squared_distance=float(dist.mean()),
         clusters_used=int((counts > 0).sum()),
         perplexity=float(np.exp(-(p * np.log(p)).sum())),
     )
+    return stats, counts
+
+
+def unit_stats(features: np.ndarray, centroids: np.ndarray) -> UnitStats:
+    return unit_usage(features, centroids)[0]

@@ -1,0 +1,37 @@
+"""Getting the unit vocabulary back out of a bundle.
+
+The graph stores the centroids as the two constants of its nearest-centroid step: ``-2 C^T``
+``[dim, k]`` and ``||c||^2`` ``[k]``. Scaling by -0.5 is exact in float32, so ``C`` comes back bit
+for bit; the manifest's ``centroids_sha256`` (of the float32 array) proves it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+
+from .errors import BundleError
+from .manifest import Manifest
+from .onnx_tensors import read_initializers
+
+CENTROID_INITIALIZER = "nearest.minus_two_ct"  # the exporter's name for -2 C^T; others are tried by shape
+ONNX_FLOAT = 1
+
+
+def centroids_sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array, dtype="<f4").tobytes()).hexdigest()
+
+
+def extract_centroids(bundle: str | os.PathLike, manifest: Manifest) -> np.ndarray:
+    """The bundle's ``[k, dim]`` float32 centroids, checked against the manifest's hash."""
+    shape = (manifest.dim, manifest.k)
+    tensors = read_initializers(bundle, lambda t: t.dims == shape and t.data_type == ONNX_FLOAT)
+    names = sorted(tensors, key=lambda name: name != CENTROID_INITIALIZER)
+    for name in names:
+        centroids = np.ascontiguousarray((np.float32(-0.5) * tensors[name]).T, dtype=np.float32)
+        if centroids_sha256(centroids) == manifest.centroids_sha256:
+            return centroids
+    raise BundleError(f"{bundle}: no float32 [{manifest.dim}, {manifest.k}] constant in the graph matches the "
+                      f"manifest's centroids_sha256 ({len(names)} candidates); the bundle was changed after export")

@@ -1,0 +1,246 @@
+"""Unit output formats: writers with one small interface, and readers for the binary form.
+
+Every writer takes ``write(path, units)`` once per audio file, then ``close()`` to commit or
+``abort()`` to discard; used as a context manager it commits only if the block succeeds. Files
+are staged beside the target and renamed into place, so a failed run never leaves a partial output.
+
+- ``txt``: ``path<TAB>u1 u2 ...`` per file.
+- ``jsonl``: ``{"path", "units", "frames", "seconds"}`` per file (+ ``durations`` with dedup).
+- ``fairseq``: ``stem|u1 u2 ...`` per file, the unit files fairseq/GSLM speech LMs read
+  (stem: the file name without folder and extension, so stems must be unique).
+- ``npy``: a folder for large corpora, readable with numpy alone::
+
+      units/meta.json          {"format": "audiotok-units", "k": ..., "dtype": "uint16", "dedup": ..., ...}
+      units/index.tsv          path  shard  offset  length  frames   (header line, then one row per file)
+      units/units-00000.npy    1-D, every file's units concatenated (uint16 when k <= 65536, else uint32)
+      units/durations-00000.npy  with dedup only: frames per unit, aligned with units-*.npy (uint32)
+
+  File ``i``'s units are ``np.load(f"units-{shard:05d}.npy", mmap_mode="r")[offset:offset + length]``.
+  A file never spans two shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Protocol
+
+import numpy as np
+
+from .constants import FRAME_SECONDS
+from .errors import AudiotokError, SettingsError
+from .output import format_record
+from .units import dedup as dedup_units
+
+FORMATS = ("txt", "jsonl", "fairseq", "npy")
+FOLDER_FORMAT = "audiotok-units"  # meta.json "format" of an npy units folder
+FOLDER_VERSION = 1
+SHARD_UNITS = 16 * 1024 * 1024  # units per shard before a new one starts: 32 MiB as uint16, ~93 h at 50 Hz
+INDEX_COLUMNS = ("path", "shard", "offset", "length", "frames")
+
+
+class OutputError(AudiotokError):
+    """Units that cannot be written in the requested format."""
+
+
+class UnitWriter(Protocol):
+    def write(self, path: str, units: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class _Writer:
+    """Context-manager behaviour shared by the writers: commit on success, discard on error."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+
+def _stage_beside(target: Path, *, folder: bool) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if folder:
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def fairseq_record(path: str, units: np.ndarray, *, collapse: bool) -> str:
+    """``stem|u1 u2 ...``: fairseq/GSLM's unit file line (stem: file name without folder and extension)."""
+    shown = dedup_units(units)[0] if collapse else np.asarray(units)
+    return f"{Path(path).stem}|{' '.join(map(str, shown.tolist()))}"
+
+
+class LineWriter(_Writer):
+    """txt, jsonl or fairseq lines, to stdout (``-``) or atomically to a file."""
+
+    def __init__(self, output: str | os.PathLike | None, fmt: str, *, dedup: bool = False) -> None:
+        if fmt not in ("txt", "jsonl", "fairseq"):
+            raise SettingsError(f"--format {fmt}: not a line format")
+        self.fmt, self.dedup = fmt, dedup
+        self._stems: dict[str, str] = {}
+        if output in (None, "-"):
+            self._target = self._staged = None
+            self._stream: IO[str] = sys.stdout
+        else:
+            self._target = Path(output)
+            self._staged = _stage_beside(self._target, folder=False)
+            self._stream = open(self._staged, "w", encoding="utf-8")
+
+    def write(self, path: str, units: np.ndarray) -> None:
+        if self.fmt == "fairseq":
+            stem = Path(path).stem
+            if "|" in stem or "\n" in stem:
+                raise OutputError(f"{path}: a fairseq unit file cannot hold a name containing '|' or a newline")
+            if stem in self._stems:
+                raise OutputError(f"{path} and {self._stems[stem]} have the same stem {stem!r}: fairseq unit files "
+                                  f"name utterances by stem; rename one or use --format jsonl")
+            self._stems[stem] = path
+            line = fairseq_record(path, units, collapse=self.dedup)
+        else:
+            line = format_record(path, units, self.fmt, collapse=self.dedup)
+        self._stream.write(line + "\n")
+        if self._staged is None:
+            self._stream.flush()  # stdout: let a pipe see each file as soon as it is done
+
+    def close(self) -> None:
+        if self._staged is None:
+            self._stream.flush()
+            return
+        self._stream.close()
+        os.replace(self._staged, self._target)
+
+    def abort(self) -> None:
+        if self._staged is not None:
+            self._stream.close()
+            self._staged.unlink(missing_ok=True)
+
+
+def unit_dtype(k: int) -> np.dtype:
+    """The smallest unsigned type holding unit ids ``0..k-1``."""
+    return np.dtype(np.uint16) if k <= 2**16 else np.dtype(np.uint32)
+
+
+class NpyShardWriter(_Writer):
+    """The ``npy`` folder (see the module docstring), built in a staging folder and renamed into place."""
+
+    def __init__(self, folder: str | os.PathLike | None, *, k: int, dedup: bool = False,
+                 shard_units: int = SHARD_UNITS) -> None:
+        if folder in (None, "-"):
+            raise SettingsError("--format npy writes a folder of shards: give -o FOLDER")
+        self._target = Path(folder)
+        if self._target.exists() and not self._is_units_folder(self._target):
+            raise SettingsError(f"-o {self._target}: exists and is not an audiotok units folder; "
+                                f"choose a new name")
+        self.k, self.dedup, self.shard_units = int(k), dedup, int(shard_units)
+        self.dtype = unit_dtype(self.k)
+        self._staged = _stage_beside(self._target, folder=True)
+        self._index = open(self._staged / "index.tsv", "w", encoding="utf-8")
+        self._index.write("\t".join(INDEX_COLUMNS) + "\n")
+        self._units: list[np.ndarray] = []
+        self._durations: list[np.ndarray] = []
+        self._shard, self._offset, self._files, self._total = 0, 0, 0, 0
+
+    @staticmethod
+    def _is_units_folder(path: Path) -> bool:
+        return path.is_dir() and ((path / "meta.json").is_file() or not any(path.iterdir()))
+
+    def write(self, path: str, units: np.ndarray) -> None:
+        if "\t" in path or "\n" in path:
+            raise OutputError(f"{path!r}: the npy index cannot hold a path containing a tab or a newline")
+        units = np.asarray(units)
+        if units.size and (units.min() < 0 or units.max() >= self.k):
+            raise OutputError(f"{path}: unit ids outside 0..{self.k - 1}")
+        frames = len(units)
+        if self.dedup:
+            units, durations = dedup_units(units)
+            self._durations.append(durations.astype(np.uint32))
+        self._units.append(units.astype(self.dtype))
+        self._index.write(f"{path}\t{self._shard}\t{self._offset}\t{len(units)}\t{frames}\n")
+        self._offset += len(units)
+        self._files += 1
+        self._total += len(units)
+        if self._offset >= self.shard_units:
+            self._flush_shard()
+
+    def _flush_shard(self) -> None:
+        np.save(self._staged / f"units-{self._shard:05d}.npy", np.concatenate(self._units).astype(self.dtype))
+        if self.dedup:
+            np.save(self._staged / f"durations-{self._shard:05d}.npy",
+                    np.concatenate(self._durations).astype(np.uint32))
+        self._units, self._durations = [], []
+        self._shard, self._offset = self._shard + 1, 0
+
+    def close(self) -> None:
+        if self._units:
+            self._flush_shard()
+        self._index.close()
+        meta = {"format": FOLDER_FORMAT, "version": FOLDER_VERSION, "k": self.k, "dtype": self.dtype.name,
+                "dedup": self.dedup, "files": self._files, "units": self._total, "shards": self._shard,
+                "frame_seconds": FRAME_SECONDS}
+        (self._staged / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        old = None
+        if self._target.exists():  # a previous units folder: swap it out, then delete it
+            old = self._target.with_name(f".{self._target.name}.old-{os.getpid()}")
+            os.replace(self._target, old)
+        os.replace(self._staged, self._target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        self._index.close()
+        shutil.rmtree(self._staged, ignore_errors=True)
+
+
+def open_writer(fmt: str, output: str | os.PathLike | None, *, k: int, dedup: bool = False) -> _Writer:
+    """A writer for ``fmt`` (one of ``FORMATS``) to ``output`` (``-``/None: stdout, line formats only)."""
+    if fmt == "npy":
+        return NpyShardWriter(output, k=k, dedup=dedup)
+    if fmt in FORMATS:
+        return LineWriter(output, fmt, dedup=dedup)
+    raise SettingsError(f"--format {fmt}: choose from {', '.join(FORMATS)}")
+
+
+def read_units_folder(folder: str | os.PathLike) -> Iterator[tuple[str, np.ndarray, np.ndarray | None]]:
+    """``(path, units, durations or None)`` per file of an ``npy`` folder, in the order written."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        raise OutputError(f"{folder}: not an audiotok units folder (no readable meta.json)") from None
+    if meta.get("format") != FOLDER_FORMAT or meta.get("version") != FOLDER_VERSION:
+        raise OutputError(f"{folder}: units folder format {meta.get('format')} v{meta.get('version')} is not "
+                          f"{FOLDER_FORMAT} v{FOLDER_VERSION}")
+    shards: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+    with open(folder / "index.tsv", encoding="utf-8") as index:
+        next(index)
+        for line in index:
+            path, shard, offset, length, _frames = line.rstrip("\n").split("\t")
+            shard, offset, length = int(shard), int(offset), int(length)
+            if shard not in shards:
+                units = np.load(folder / f"units-{shard:05d}.npy", mmap_mode="r")
+                durations = (np.load(folder / f"durations-{shard:05d}.npy", mmap_mode="r")
+                             if meta.get("dedup") else None)
+                shards = {shard: (units, durations)}  # files are in shard order: keep one shard open
+            units, durations = shards[shard]
+            piece = slice(offset, offset + length)
+            yield path, np.asarray(units[piece]), None if durations is None else np.asarray(durations[piece])
