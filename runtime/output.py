@@ -36,6 +36,20 @@ def format_record(path: str, units: np.ndarray, fmt: str, *, collapse: bool) -> 
     return json.dumps(record)
 
 
+class LineWriter:
+    """Writes one txt or jsonl line per file to a text stream; what ``tokenize`` drains results into."""
+
+    def __init__(self, stream: IO[str], fmt: str, *, dedup: bool) -> None:
+        self.stream, self.fmt, self.dedup = stream, fmt, dedup
+
+    def write(self, path: str, units: np.ndarray) -> None:
+        self.stream.write(format_record(path, units, self.fmt, collapse=self.dedup) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``target``; it replaces ``target`` only if the block succeeds.
