@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterable
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 
@@ -83,13 +84,18 @@ def nearest(features: np.ndarray, centroids: np.ndarray, chunk: int = 65_536) ->
     return labels, dist
 
 
-def unit_stats(features: np.ndarray, centroids: np.ndarray) -> UnitStats:
-    labels, dist = nearest(features, centroids)
-    counts = np.bincount(labels, minlength=len(centroids))
+def unit_stats(chunks: Iterable[np.ndarray], centroids: np.ndarray) -> UnitStats:
+    """Statistics of the units over features given in chunks (one shard in memory at a time)."""
+    counts = np.zeros(len(centroids), np.int64)
+    total = 0.0
+    for features in chunks:
+        labels, dist = nearest(features, centroids)
+        counts += np.bincount(labels, minlength=len(centroids))
+        total += float(dist.sum())
     p = counts[counts > 0] / counts.sum()
     return UnitStats(
-        inertia=float(dist.sum()),
-        mean_squared_distance=float(dist.mean()),
+        inertia=total,
+        mean_squared_distance=total / counts.sum(),
         clusters_used=int((counts > 0).sum()),
         perplexity=float(np.exp(-(p * np.log(p)).sum())),
     )
