@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -27,6 +28,26 @@ INSTALL_HINT = "pip install 'audiotok[distributed]'"
 # Items travel to actors in blocks; a block's results come back when all of it is done. Small blocks
 # keep every actor busy and stream results (what a crash can lose); 4 items amortise Ray's per-block cost.
 ITEMS_PER_BLOCK = 4
+
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+def check_reachable(address: str | None) -> None:
+    """Fail fast on a ``HOST:PORT`` nobody listens on: ``ray.init`` would retry it for minutes, silently.
+
+    ``auto``, ``ray://`` and other forms are left to Ray.
+    """
+    if not address or "://" in address or address.count(":") != 1:
+        return
+    host, port = address.rsplit(":", 1)
+    if not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_SECONDS).close()
+    except OSError as exc:
+        raise AudiotokError(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); start one with "
+                            "`ray start --head` there, or leave out --ray-address for a local Ray") from None
 
 
 def import_ray():
@@ -62,6 +83,7 @@ class RayEngine:
         """Join the cluster at ``address``, or start a local Ray; reuse a connection this process has."""
         ray = import_ray()
         if not ray.is_initialized():
+            check_reachable(self.address)
             try:
                 ray.init(address=self.address, logging_level=logging.ERROR, include_dashboard=False,
                          configure_logging=True)
@@ -81,11 +103,11 @@ class RayEngine:
 
     def map(self, spec: WorkerSpec, items: Iterable[Any], *, ordered: bool,
             local_worker: Worker | None = None) -> Iterator[Any]:
+        rows = [{"item": pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)} for item in items]
+        if not rows:
+            return
         ray = self.connect()
         try:
-            rows = [{"item": pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)} for item in items]
-            if not rows:
-                return
             size = min(self.pool_size(ray), len(rows))
             self.description = f"Ray ({self.address or 'local'}), {size} actors x {self.cpus_per_worker} CPU"
             ray.data.DataContext.get_current().execution_options.preserve_order = ordered
@@ -93,8 +115,12 @@ class RayEngine:
             dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
                 _ActorWorker, fn_constructor_kwargs={"spec_blob": pickle.dumps(spec)}, batch_size=1,
                 compute=ray.data.ActorPoolStrategy(size=size), num_cpus=self.cpus_per_worker)
-            for row in dataset.iter_rows():
-                yield pickle.loads(row["result"])
+            try:
+                for row in dataset.iter_rows():
+                    yield pickle.loads(row["result"])
+            except ray.exceptions.RayError as exc:  # actors that keep dying, a lost node: not one bad file
+                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                raise AudiotokError(f"the Ray job failed ({first}); finished results are kept") from None
         finally:
             if self._started_here:
                 ray.shutdown()

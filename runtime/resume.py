@@ -21,7 +21,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -80,18 +80,21 @@ class ResumableJsonl:
         self.repaired_bytes = 0
         self.written = 0
         self.errors: list[dict[str, str]] = []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if overwrite or not self.path.exists() or self.path.stat().st_size == 0:
-            self._start_fresh()
-        else:
+        self.overwrite = overwrite
+        self.fresh = overwrite or not self.path.exists() or self.path.stat().st_size == 0
+        if not self.fresh:
             self._resume()
-        self._stream = open(self.path, "a", encoding="utf-8")
+        self._stream: IO[str] | None = None  # opened at the first record: a run that never starts writes nothing
         self._synced = time.monotonic()
 
-    def _start_fresh(self) -> None:
-        with atomic_path(self.run_path) as tmp:
-            tmp.write_text(json.dumps(self.identity, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        self.path.write_bytes(b"")
+    def _open(self) -> IO[str]:
+        if self.fresh:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.run_path) as tmp:
+                tmp.write_text(json.dumps(self.identity, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            self.path.write_bytes(b"")
+            self.fresh = False
+        return open(self.path, "a", encoding="utf-8")
 
     def _resume(self) -> None:
         try:
@@ -114,6 +117,8 @@ class ResumableJsonl:
     def write(self, path: str, units: np.ndarray) -> None:
         if path in self.done:  # engines never repeat a path; this guards the file's one-record-per-path promise
             return
+        if self._stream is None:
+            self._stream = self._open()
         self._stream.write(format_record(path, units, "jsonl", collapse=self.dedup) + "\n")
         self._stream.flush()
         self.done.add(path)
@@ -127,11 +132,12 @@ class ResumableJsonl:
 
     def close(self) -> None:
         """Sync the records and write (or clear) this run's error list."""
-        if self._stream.closed:
-            return
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
-        self._stream.close()
+        if self._stream is None and self.fresh and self.overwrite and self.path.exists():
+            self._stream = self._open()  # --overwrite with nothing written still discards the old records
+        if self._stream is not None and not self._stream.closed:
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
+            self._stream.close()
         if self.errors:
             with atomic_path(self.errors_path) as tmp:
                 tmp.write_text("".join(json.dumps(e) + "\n" for e in self.errors), encoding="utf-8")

@@ -184,3 +184,14 @@ def test_parallel_txt_keeps_input_order_and_fails_fast(corpus, reference, logmel
     assert failed.returncode == 1
     assert failed.stderr.decode().strip().splitlines()[-1].startswith(f"audiotok: error: {bad}: NaN or Inf")
     assert not out.exists() and sorted(x.name for x in tmp_path.iterdir()) == ["nan.wav"]
+
+
+def test_a_file_audiotok_did_not_write_is_never_resumed_into(corpus, logmel_bundle, tmp_path):
+    out = tmp_path / "notes.jsonl"
+    out.write_text('{"title": "my notes"}\n')
+    result = run_cli("tokenize", logmel_bundle, sorted(corpus.rglob("*.wav"))[0], "--format", "jsonl", "-o", out)
+    assert result.returncode == 1
+    assert result.stderr.decode().strip() == (
+        f"audiotok: error: {out} exists but notes.run.json (what it was made with) is missing or unreadable, "
+        "so it cannot be resumed safely: use another -o, or --overwrite")
+    assert out.read_text() == '{"title": "my notes"}\n'

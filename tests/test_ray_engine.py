@@ -62,3 +62,17 @@ def test_ray_feature_extraction_caches_the_same_shards(cluster, corpus, tmp_path
     for a, b in zip(local_shards, ray_shards):
         assert a.name == b.name and np.array_equal(np.load(a), np.load(b))
     assert np.array_equal(np.load(tmp_path / "local" / "units.npy"), np.load(tmp_path / "ray" / "units.npy"))
+
+
+def test_an_unreachable_cluster_is_one_clear_error(corpus, logmel_bundle, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    out = tmp_path / "units.jsonl"
+    result = run_cli("tokenize", logmel_bundle, corpus, "--format", "jsonl", "-o", out, "--engine", "ray",
+                     "--ray-address", address)
+    assert result.returncode == 1
+    assert result.stderr.decode().strip().startswith(f"audiotok: error: cannot reach a Ray cluster at {address}")
+    assert list(tmp_path.iterdir()) == []  # nothing written for a run that never started

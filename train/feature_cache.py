@@ -86,10 +86,11 @@ def cache_key(description: dict[str, Any]) -> str:
 
 def describe(*, spec: dict[str, Any], model: str, policy: dict[str, Any], files: list[CorpusFile],
              percent: float, seed: int, max_hours: float | None, shard_seconds: float) -> dict[str, Any]:
-    """Everything the cached features depend on (hashed into the cache folder's name)."""
+    """Everything the cached features depend on (hashed into the cache folder's name; kept in key.json)."""
+    listing = json.dumps([_stat(f.path) for f in files]).encode()
     return {"format": CACHE_FORMAT, "encoder": spec, "checkpoint": model_fingerprint(model), "policy": policy,
-            "files": [_stat(f.path) for f in files], "percent": percent, "seed": seed if percent < 100 else None,
-            "max_hours": max_hours, "shard_seconds": shard_seconds}
+            "files": {"count": len(files), "sha256": hashlib.sha256(listing).hexdigest()}, "percent": percent,
+            "seed": seed if percent < 100 else None, "max_hours": max_hours, "shard_seconds": shard_seconds}
 
 
 def expected_frames(path: str) -> int:

@@ -85,7 +85,9 @@ def nearest(features: np.ndarray, centroids: np.ndarray, chunk: int = 65_536) ->
 
 
 def unit_stats(chunks: Iterable[np.ndarray], centroids: np.ndarray) -> UnitStats:
-    """Statistics of the units over features given in chunks (one shard in memory at a time)."""
+    """Statistics of the units over features given in chunks (one shard in memory at a time) or one array."""
+    if isinstance(chunks, np.ndarray):
+        chunks = [chunks]
     counts = np.zeros(len(centroids), np.int64)
     total = 0.0
     for features in chunks:
