@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from audiotok.runtime.bundle_centroids import centroids_sha256
 from audiotok.runtime.errors import AudiotokError
 
 ACCEPTED = ("a .npy array (k x dim), a torch .pt file (a tensor, or a state dict holding exactly one "
@@ -52,7 +53,7 @@ class Centroids:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(np.ascontiguousarray(self.array, dtype="<f4").tobytes()).hexdigest()
+        return centroids_sha256(self.array)
 
     def provenance(self) -> dict[str, Any]:
         """What the manifest records about the vocabulary's origin."""
@@ -192,21 +193,3 @@ def distance_nodes(model) -> dict[str, str]:
         return found
     return {}
 
-
-def centroids_from_bundle(path: str | Path) -> np.ndarray | None:
-    """The centroids inside a bundle, recovered from its distance constants, or None if not found.
-
-    The graph holds ``-2 C^T`` as the weight of the MatMul that feeds ``ArgMin`` (through the
-    ``+ ||c||^2`` Add). Multiplying by -0.5 is exact in floating point, so the recovered array has
-    the same bytes as the exported one and its sha256 can be checked against the manifest.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    weights = {init.name: init for init in model.graph.initializer}
-    matmul = next((n for n in model.graph.node if n.name == distance_nodes(model).get("matmul")), None)
-    if matmul is None or matmul.input[1] not in weights:
-        return None
-    minus_two_ct = numpy_helper.to_array(weights[matmul.input[1]]).astype(np.float32)
-    return np.ascontiguousarray((minus_two_ct * np.float32(-0.5)).T)

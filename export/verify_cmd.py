@@ -13,19 +13,19 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import hashlib
 
 import numpy as np
 import torch
 
 from audiotok.models import BUILTIN, load_encoder
 from audiotok.runtime.audio import file_blocks, find_audio_files
+from audiotok.runtime.bundle_centroids import centroids_sha256, extract_centroids
 from audiotok.runtime.errors import AudiotokError, SettingsError
 from audiotok.runtime.manifest import Manifest
 from audiotok.runtime.tokenizer import Tokenizer
 from audiotok.train.features import FeatureExtractor
 
-from .centroids import CentroidsError, centroids_from_bundle, load_centroids
+from .centroids import CentroidsError, load_centroids
 from .graph import NearestCentroid
 
 
@@ -47,22 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exit with status 1 if the total agreement is below this fraction")
 
 
-def _sha256(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array, dtype="<f4").tobytes()).hexdigest()
-
-
 def _centroids(args: argparse.Namespace, manifest: Manifest) -> np.ndarray:
-    if args.centroids is not None:
-        array = load_centroids(args.centroids).array
-        where = f"--centroids {args.centroids}"
-    else:
-        array = centroids_from_bundle(args.bundle)
-        where = f"the centroids read back from {args.bundle}"
-        if array is None:
-            raise CentroidsError(f"{args.bundle}: cannot find the centroids in the graph; pass --centroids")
-    if _sha256(array) != manifest.centroids_sha256:
-        raise CentroidsError(f"{where} are not the ones this bundle was exported with (sha256 differs from "
-                             f"its manifest); pass the exported --centroids")
+    if args.centroids is None:  # the bundle's own, checked against its manifest's hash
+        return extract_centroids(args.bundle, manifest)
+    array = load_centroids(args.centroids).array
+    if centroids_sha256(array) != manifest.centroids_sha256:
+        raise CentroidsError(f"--centroids {args.centroids} are not the ones this bundle was exported with "
+                             f"(sha256 differs from its manifest); pass the exported --centroids")
     return array
 
 

@@ -37,9 +37,13 @@ COMMANDS = {
 }
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the module docstring's layout (examples, tables) and shows each option's default."""
+
+
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = [f"usage: audiotok <command> [options]   (audiotok <command> --help for more)", "",
+    lines = ["usage: audiotok <command> [options]   (audiotok <command> --help for more)", "",
              "Speech in, discrete units out.", "", "commands:"]
     for name, cmd in COMMANDS.items():
         extra = f"  [needs audiotok[{cmd.extra}]]" if cmd.extra else ""
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = _load(name, COMMANDS[name])
         parser = argparse.ArgumentParser(prog=f"audiotok {name}", description=module.__doc__,
-                                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                         formatter_class=_HelpFormatter)
         module.add_arguments(parser)
         args = parser.parse_args(rest)
         return int(module.run(args) or 0)

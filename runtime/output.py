@@ -16,8 +16,6 @@ import numpy as np
 from .constants import FRAME_SECONDS
 from .units import dedup
 
-FORMATS = ("txt", "jsonl")
-
 
 def format_record(path: str, units: np.ndarray, fmt: str, *, collapse: bool) -> str:
     """One output line (without newline) for one file's units."""

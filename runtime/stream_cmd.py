@@ -36,7 +36,6 @@ import numpy as np
 
 from .audio import decoded_blocks, open_audio
 from .errors import AudiotokError, SettingsError
-from .output import FORMATS
 from .pcm import pcm_blocks
 from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, StreamSettings, UnitChunk
 from .tokenizer import Tokenizer
@@ -45,6 +44,7 @@ from .units import dedup
 if TYPE_CHECKING:
     from .microphone import Microphone
 
+STREAM_FORMATS = ("txt", "jsonl")  # one line per emitted chunk
 STDIN_RATE = 16_000  # Hz, when --rate is not given for --input -
 FILE_BLOCK_SECONDS = 0.1  # a file is fed in blocks this long, like a live source
 OVERRUN_REPORT_SECONDS = 1.0  # at most one overrun warning per second
@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="future audio each window sees, in ms (adds that much latency)")
     parser.add_argument("--context-ms", type=float, default=DEFAULT_CONTEXT_MS,
                         help="past audio each window sees, in ms (costs compute)")
-    parser.add_argument("--format", choices=FORMATS, default="txt", help="txt: one line of ids per chunk; "
+    parser.add_argument("--format", choices=STREAM_FORMATS, default="txt", help="txt: one line of ids per chunk; "
                         "jsonl: one object per chunk")
     parser.add_argument("--dedup", action="store_true", help="collapse repeated units, also across chunk edges")
     parser.add_argument("--provider", action="append", default=None,

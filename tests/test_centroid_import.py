@@ -173,11 +173,13 @@ def test_not_a_matrix_is_refused(tmp_path):
         load_centroids(tmp_path / "v.npy")
 
 
-# faiss: optional dependency, only needed for this format.
+# faiss: an optional dependency of export (the [faiss] extra), part of the [test] extra.
 
 @pytest.fixture(scope="module")
 def faiss():
-    return pytest.importorskip("faiss", reason="faiss-cpu is not installed (pip install faiss-cpu)")
+    import faiss
+
+    return faiss
 
 
 def _nearest(x: np.ndarray, c: np.ndarray) -> np.ndarray:

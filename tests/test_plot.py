@@ -22,14 +22,18 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def assert_not_blank(path: Path) -> None:
-    image = pytest.importorskip("matplotlib.image").imread(path)[..., :3]
+    import matplotlib.image
+
+    image = matplotlib.image.imread(path)[..., :3]
     assert image.std() > 0.05, "image is (nearly) one colour"
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 50, "too few colours for waveform + spectrogram"
 
 
 @pytest.fixture(scope="module")
 def matplotlib():
-    return pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install 'audiotok[plot]')")
+    import matplotlib  # the [plot] extra, part of the [test] extra
+
+    return matplotlib
 
 
 def test_plot_writes_a_png_of_the_requested_size(matplotlib, logmel_bundle, speech_dir, tmp_path):

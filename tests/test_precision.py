@@ -82,15 +82,15 @@ def test_fp32_is_exact_and_int8_reports_what_it_quantized(bundles):
 
 
 def test_variants_are_smaller_and_keep_centroid_distances_fp32(bundles, tiny_units):
-    from audiotok.export.centroids import centroids_from_bundle
+    from audiotok.runtime.bundle_centroids import extract_centroids
 
     sizes = {p: bundles[p].stat().st_size for p in PRECISIONS}
     assert sizes["fp16"] < 0.85 * sizes["fp32"]
     assert sizes["int8"] < 0.85 * sizes["fp32"]
     trained = np.load(tiny_units).astype(np.float32)
     for precision in PRECISIONS:  # distances use the exact fp32 centroids in every precision
-        recovered = centroids_from_bundle(bundles[precision])
-        assert recovered is not None and recovered.dtype == np.float32
+        recovered = extract_centroids(bundles[precision], Tokenizer(bundles[precision]).manifest)
+        assert recovered.dtype == np.float32
         assert np.array_equal(recovered, trained), precision
 
 

@@ -281,7 +281,7 @@ def _portaudio() -> None:
     try:
         import sounddevice  # noqa: F401
     except OSError:
-        pytest.skip("the PortAudio library is not installed (apt-get install libportaudio2)")
+        pytest.fail("the PortAudio library is not installed (apt-get install libportaudio2): the microphone path cannot be tested")
 
 
 @pytest.fixture

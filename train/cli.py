@@ -5,32 +5,44 @@ that records the encoder, layer, k, data used and the fit's statistics; `audioto
 to refuse centroids used with the wrong layer. With matplotlib installed (the [plot] extra) it also
 draws the cluster usage beside them (same name, .usage.png).
 
-Example: audiotok train --model logmel --k 100 -o units.npy speech/
+Features are first written to a cache of float16 shards (--cache, default: audiotok-features/ beside
+the centroids, keyed by encoder, layer and file list): a crashed run started again extracts only the
+missing shards, and other --k values on the same data reuse them. k-means then runs in memory with
+scikit-learn's MiniBatchKMeans (GSLM settings) when the features fit in --fit-memory-gb as float32,
+else out of core (partial_fit over the shards, one shard in memory at a time).
+
+Examples:
+  audiotok train --model logmel --k 100 -o units.npy speech/
+  audiotok train --model facebook/hubert-base-ls960 --layer 6 --k 500 --percent 10 -o hubert6-500.npy \
+      @librispeech-960.tsv --jobs 2
+  audiotok train --model ./hubert-base --k 500 -o units.npy corpus/ --engine ray --ray-address auto
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-
-import numpy as np
-from tqdm import tqdm
+from pathlib import Path
 
 from audiotok.models import load_encoder
 from audiotok.models.huggingface import NORMALIZE_CHOICES
-from audiotok.runtime.audio import file_blocks
 from audiotok.runtime.constants import FRAME_SECONDS
 from audiotok.runtime.errors import AudioError, SettingsError
 
 from .data import training_files
-from .features import FeatureExtractor
+from .extract import ExtractionConfig, extract
+from .feature_cache import DEFAULT_CACHE_NAME
 from .kmeans import KMeansConfig, fit_kmeans, unit_usage
+from .out_of_core import fit_out_of_core
 from .sidecar import TrainingRecord, write_centroids
 from .usage_plot import write_usage_plot
 
+DEFAULT_FIT_MEMORY_GB = 4.0
+DEFAULT_SHARD_MINUTES = 10.0
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", nargs="+", help="audio files and folders (searched recursively)")
+    parser.add_argument("data", nargs="+", help="audio files, folders (searched recursively), or @manifest.tsv")
     parser.add_argument("--model", default="logmel",
                         help="'logmel' (built in, no download), a hub id such as facebook/hubert-base-ls960, "
                              "or a local transformers folder")
@@ -42,13 +54,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="waveform normalization; auto reads the checkpoint's feature extractor")
     parser.add_argument("--max-hours", type=float, default=None, help="stop reading audio after this many hours")
     parser.add_argument("--percent", type=float, default=100.0,
-                        help="use this percent of frames, sampled at random (seeded)")
+                        help="use this percent of frames, sampled at random (seeded per file)")
     parser.add_argument("--seed", type=int, default=0, help="seed for frame sampling and k-means")
     parser.add_argument("--batch-size", type=int, default=10_000, help="MiniBatchKMeans batch size")
     parser.add_argument("--n-init", type=int, default=20, help="k-means++ initialisations to try")
     parser.add_argument("--max-iter", type=int, default=100, help="k-means passes over the data at most")
     parser.add_argument("--max-no-improvement", type=int, default=100,
                         help="stop after this many mini-batches without inertia improvement")
+    parser.add_argument("--cache", default=None,
+                        help=f"feature cache folder (default: {DEFAULT_CACHE_NAME}/ beside the centroids)")
+    parser.add_argument("--shard-minutes", type=float, default=DEFAULT_SHARD_MINUTES,
+                        help="audio per cache shard: the unit of resumption and of parallel work")
+    parser.add_argument("--fit-memory-gb", type=float, default=DEFAULT_FIT_MEMORY_GB,
+                        help="fit in memory when the features take at most this much as float32, "
+                             "else out of core (0: always out of core)")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="feature extraction: local processes, or a Ray Data actor pool")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="extraction workers, each with its own encoder: local processes (default 1), "
+                             "or Ray actors (default: the cluster's CPUs / --threads)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per worker (default: cores // jobs locally, 1 per Ray actor)")
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster to join (`auto`, HOST:6379); default: start a local Ray")
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -60,37 +88,16 @@ def _check(args: argparse.Namespace) -> None:
         raise SettingsError(f"--max-hours must be positive, got {args.max_hours}")
     if not args.output.endswith(".npy"):
         raise SettingsError(f"-o {args.output}: centroids are written as .npy; give a name ending in .npy")
-
-
-def collect_features(extractor: FeatureExtractor, files, max_hours: float | None, percent: float,
-                     seed: int) -> tuple[np.ndarray, float, int]:
-    """Features of ``files`` (sampled to ``percent``), stopping at ``max_hours``; (features, hours, files)."""
-    rng = np.random.default_rng(seed)
-    budget = None if max_hours is None else int(max_hours * 3600 / FRAME_SECONDS)
-    chunks, frames_seen, used, skipped = [], 0, 0, 0
-    with tqdm(files, desc="features", unit="file", disable=None) as bar:
-        for path in bar:
-            try:
-                feats = extractor.features(file_blocks(path))
-            except AudioError as exc:  # one bad file in a corpus should not cost the whole run
-                tqdm.write(f"audiotok: warning: skipped {exc}", file=sys.stderr)
-                skipped += 1
-                continue
-            if budget is not None:
-                feats = feats[: max(0, budget - frames_seen)]
-            frames_seen += len(feats)
-            used += 1
-            if percent < 100:
-                feats = feats[rng.random(len(feats)) < percent / 100]
-            chunks.append(feats)
-            bar.set_postfix(hours=f"{frames_seen * FRAME_SECONDS / 3600:.3f}")
-            if budget is not None and frames_seen >= budget:
-                break
-    if skipped:
-        print(f"audiotok: warning: skipped {skipped} unreadable file(s) of {len(files)}", file=sys.stderr)
-    dim = extractor.encoder.spec.dim
-    features = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
-    return features, frames_seen * FRAME_SECONDS / 3600, used
+    if args.shard_minutes <= 0:
+        raise SettingsError(f"--shard-minutes must be positive, got {args.shard_minutes}")
+    if args.fit_memory_gb < 0:
+        raise SettingsError(f"--fit-memory-gb must not be negative, got {args.fit_memory_gb}")
+    if args.jobs is not None and args.jobs < 1:
+        raise SettingsError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.threads is not None and args.threads < 1:
+        raise SettingsError(f"--threads must be at least 1, got {args.threads}")
+    if args.ray_address and args.engine != "ray":
+        raise SettingsError("--ray-address needs --engine ray")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,23 +107,37 @@ def run(args: argparse.Namespace) -> int:
     spec = encoder.spec
     print(f"audiotok: {spec.name} ({spec.encoder_type}) layer {spec.layer}, dim {spec.dim}, "
           f"normalization {spec.normalization}; {len(files)} files", file=sys.stderr)
-    features, hours, used = collect_features(FeatureExtractor(encoder), files, args.max_hours, args.percent,
-                                             args.seed)
-    if len(features) == 0:
+    cache_root = Path(args.cache) if args.cache else Path(args.output).parent / DEFAULT_CACHE_NAME
+    extracted = extract(files, encoder, ExtractionConfig(
+        model=args.model, layer=args.layer, normalize=args.normalize, cache_root=cache_root,
+        percent=args.percent, seed=args.seed, max_hours=args.max_hours, shard_seconds=args.shard_minutes * 60,
+        engine=args.engine, jobs=args.jobs, threads=args.threads, ray_address=args.ray_address))
+    del encoder
+    features = extracted.features
+    if extracted.errors:
+        print(f"audiotok: warning: skipped {len(extracted.errors)} unreadable file(s) of {len(files)}",
+              file=sys.stderr)
+    if features.rows == 0:
         raise AudioError(f"no usable audio in {', '.join(args.data)}")
-    if len(features) < args.k:
-        raise SettingsError(f"only {len(features)} frames of audio for --k {args.k}: "
+    if features.rows < args.k:
+        raise SettingsError(f"only {features.rows} frames of audio for --k {args.k}: "
                             f"k-means needs at least k frames (give more audio or a smaller --k)")
     config = KMeansConfig(k=args.k, batch_size=args.batch_size, n_init=args.n_init, max_iter=args.max_iter,
                           max_no_improvement=args.max_no_improvement, seed=args.seed)
-    centroids = fit_kmeans(features, config)
-    stats, counts = unit_usage(features, centroids)
-    record = TrainingRecord.create(spec, config, stats, frames=len(features), hours=hours,
-                                   files=[str(f) for f in files[:used]], data=args.data,
-                                   percent=args.percent)
+    in_memory = features.nbytes_float32 <= args.fit_memory_gb * 2**30
+    fit = "in-memory" if in_memory else "out-of-core"
+    print(f"audiotok: k-means {fit} on {features.rows} frames x {features.dim} "
+          f"({features.nbytes_float32 / 2**30:.2f} GiB as float32; --fit-memory-gb {args.fit_memory_gb:g})",
+          file=sys.stderr)
+    centroids = fit_kmeans(features.all(), config) if in_memory else fit_out_of_core(features, config)
+    stats, counts = unit_usage((features.shard(i) for i in range(len(features))), centroids)
+    hours = extracted.frames * FRAME_SECONDS / 3600
+    record = TrainingRecord.create(spec, config, stats, frames=features.rows, hours=hours, files=extracted.files,
+                                   data=args.data, percent=args.percent, fit=fit)
     write_centroids(args.output, centroids, record)
-    print(f"audiotok: wrote {args.output}: k={args.k}, {len(features)} frames ({hours:.3f} h), "
-          f"{stats.clusters_used}/{args.k} clusters used, perplexity {stats.perplexity:.1f}", file=sys.stderr)
+    print(f"audiotok: wrote {args.output}: k={args.k}, {features.rows} frames ({hours:.3f} h), "
+          f"{stats.clusters_used}/{args.k} clusters used, perplexity {stats.perplexity:.1f}; "
+          f"features cached in {extracted.folder} ({features.cache.size_bytes() / 2**20:.1f} MiB)", file=sys.stderr)
     plot = write_usage_plot(args.output, counts, stats)
     print(f"audiotok: cluster usage plot: {plot}" if plot else
           "audiotok: pip install 'audiotok[plot]' to also get a cluster-usage plot", file=sys.stderr)

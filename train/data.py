@@ -1,16 +1,14 @@
-"""Training audio: which files, and how much of them."""
+"""Training audio: which files (folders, files and @manifests, as ``tokenize`` reads them)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from audiotok.runtime.audio import find_audio_files
+from audiotok.runtime.corpus import CorpusFile, list_corpus
 from audiotok.runtime.errors import AudioError
 
 
-def training_files(paths: list[str]) -> list[Path]:
-    """Files and folders (recursive: wav, flac, ogg, mp3, ...) as a sorted list; none is an error."""
-    files = find_audio_files(paths)
+def training_files(paths: list[str]) -> list[CorpusFile]:
+    """Files, folders (recursive: wav, flac, ogg, mp3, ...) and @manifests as one list; none is an error."""
+    files = list_corpus(paths)
     if not files:
         raise AudioError(f"no audio files found in {', '.join(paths)} (looked for wav, flac, ogg, mp3, ...)")
     return files

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterable
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 
@@ -83,19 +84,22 @@ def nearest(features: np.ndarray, centroids: np.ndarray, chunk: int = 65_536) ->
     return labels, dist
 
 
-def unit_usage(features: np.ndarray, centroids: np.ndarray) -> tuple[UnitStats, np.ndarray]:
-    """The statistics, and how many frames each unit is nearest to (``[k]`` counts)."""
-    labels, dist = nearest(features, centroids)
-    counts = np.bincount(labels, minlength=len(centroids))
+def unit_usage(chunks: Iterable[np.ndarray] | np.ndarray, centroids: np.ndarray) -> tuple[UnitStats, np.ndarray]:
+    """Statistics of the units over features given in chunks (one shard in memory at a time) or one
+    array, and how many frames each unit is nearest to (``[k]`` counts)."""
+    if isinstance(chunks, np.ndarray):
+        chunks = [chunks]
+    counts = np.zeros(len(centroids), np.int64)
+    total = 0.0
+    for features in chunks:
+        labels, dist = nearest(features, centroids)
+        counts += np.bincount(labels, minlength=len(centroids))
+        total += float(dist.sum())
     p = counts[counts > 0] / counts.sum()
     stats = UnitStats(
-        inertia=float(dist.sum()),
-        mean_squared_distance=float(dist.mean()),
+        inertia=total,
+        mean_squared_distance=total / counts.sum(),
         clusters_used=int((counts > 0).sum()),
         perplexity=float(np.exp(-(p * np.log(p)).sum())),
     )
     return stats, counts
-
-
-def unit_stats(features: np.ndarray, centroids: np.ndarray) -> UnitStats:
-    return unit_usage(features, centroids)[0]

@@ -40,6 +40,13 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def _absolute(data: str) -> str:
+    """A DATA argument made absolute, keeping a manifest's ``@``."""
+    if data.startswith("@") and not Path(data).exists():
+        return "@" + str(Path(data[1:]).resolve())
+    return str(Path(data).resolve())
+
+
 @dataclass(frozen=True)
 class TrainingRecord:
     encoder: dict[str, Any]  # EncoderSpec as a dict
@@ -58,13 +65,15 @@ class TrainingRecord:
     clusters_used: int
     perplexity: float
     versions: dict[str, str]
+    fit: str = "in-memory"  # or "out-of-core" (partial_fit over the feature cache's shards)
 
     @classmethod
     def create(cls, spec: EncoderSpec, config: KMeansConfig, stats: UnitStats, *, frames: int, hours: float,
-               files: list[str], data: list[str], percent: float) -> TrainingRecord:
+               files: list[str], data: list[str], percent: float, fit: str = "in-memory") -> TrainingRecord:
         return cls(encoder=asdict(spec), layer=spec.layer, k=config.k, dim=spec.dim, frames=frames,
-                   hours=round(hours, 6), files=len(files), data=[str(Path(d).resolve()) for d in data],
-                   percent=percent, seed=config.seed, kmeans=asdict(config), versions=_versions(), **asdict(stats))
+                   hours=round(hours, 6), files=len(files), data=[_absolute(d) for d in data],
+                   percent=percent, seed=config.seed, kmeans=asdict(config), versions=_versions(), fit=fit,
+                   **asdict(stats))
 
 
 def write_centroids(path: str | Path, centroids: np.ndarray, record: TrainingRecord) -> None:
