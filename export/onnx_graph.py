@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 
 import onnx
@@ -16,23 +12,10 @@ from audiotok.runtime.manifest import Manifest
 from audiotok.runtime.session import INPUT_NAME, OUTPUT_NAME
 
 from .graph import UnitGraph
+from .quiet import quiet
 
 OPSET = 18
 TRACE_SAMPLES = 3 * 16_000  # example input length for tracing; the length axis stays dynamic
-
-
-@contextlib.contextmanager
-def _quiet_exporter():
-    """The exporter prints progress and warnings about optional packages; users need none of it."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def export_graph(graph: UnitGraph, path: Path) -> None:
@@ -41,7 +24,7 @@ def export_graph(graph: UnitGraph, path: Path) -> None:
     example = torch.zeros(1, TRACE_SAMPLES).uniform_(-0.5, 0.5, generator=torch.Generator().manual_seed(0))
     shapes = {"waveform": {0: torch.export.Dim("batch", max=1024),
                            1: torch.export.Dim("samples", min=RECEPTIVE_FIELD_SAMPLES, max=2**31 - 1)}}
-    with _quiet_exporter(), torch.no_grad():
+    with quiet("torch.onnx"), torch.no_grad():
         program = torch.onnx.export(graph, (example,), dynamo=True, dynamic_shapes=shapes, opset_version=OPSET,
                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
                                     optimize=True)

@@ -18,29 +18,15 @@ MatMuls for the int8 quantizer.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import tempfile
 from pathlib import Path
 
 import onnx
 import onnxruntime as ort
 
+from .quiet import quiet
+
 TRANSFORMER_MODEL_TYPE = "bert"  # onnxruntime.transformers' fusion set matching wav2vec2-style blocks
-
-
-@contextlib.contextmanager
-def _quiet():
-    """The fusion passes log every pattern they try; a user exporting needs none of it."""
-    logger = logging.getLogger("onnxruntime.transformers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def basic_optimize(source: Path, target: Path) -> None:
@@ -56,7 +42,7 @@ def fuse_transformer(source: Path, target: Path) -> dict[str, int]:
     """Apply onnxruntime's transformer fusions; returns the count of each fused operator."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    with _quiet():
+    with quiet("onnxruntime.transformers"):
         optimized = optimize_model(str(source), model_type=TRANSFORMER_MODEL_TYPE, num_heads=0, hidden_size=0,
                                    opt_level=0)
         fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .errors import SettingsError
+
 
 class Worker(Protocol):
     def __call__(self, item: Any) -> Any: ...
@@ -58,3 +60,13 @@ def threads_per_job(jobs: int, requested: int | None) -> int | None:
     if jobs == 1:
         return None
     return max(1, available_cores() // jobs)
+
+
+def check_engine_options(jobs: int | None, threads: int | None, engine: str, ray_address: str | None) -> None:
+    """The --jobs/--threads/--engine/--ray-address checks that tokenize and train share."""
+    if jobs is not None and jobs < 1:
+        raise SettingsError(f"--jobs must be at least 1, got {jobs}")
+    if threads is not None and threads < 1:
+        raise SettingsError(f"--threads must be at least 1, got {threads}")
+    if ray_address and engine != "ray":
+        raise SettingsError("--ray-address needs --engine ray")

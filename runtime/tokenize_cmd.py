@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from .corpus import CorpusFile, list_corpus
-from .engine import Engine, WorkerSpec, threads_per_job
+from .engine import Engine, WorkerSpec, check_engine_options, threads_per_job
 from .errors import AudioError, AudiotokError, SettingsError
 from .local_engine import LocalEngine
 from .progress import CorpusProgress
@@ -69,12 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.jobs is not None and args.jobs < 1:
-        raise SettingsError(f"--jobs must be at least 1, got {args.jobs}")
-    if args.threads is not None and args.threads < 1:
-        raise SettingsError(f"--threads must be at least 1, got {args.threads}")
-    if args.ray_address and args.engine != "ray":
-        raise SettingsError("--ray-address needs --engine ray")
+    check_engine_options(args.jobs, args.threads, args.engine, args.ray_address)
     if args.overwrite and not resumable(args):
         raise SettingsError("--overwrite applies to a resumable run (--format jsonl -o FILE)")
 

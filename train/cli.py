@@ -27,6 +27,7 @@ from pathlib import Path
 from audiotok.models import load_encoder
 from audiotok.models.huggingface import NORMALIZE_CHOICES
 from audiotok.runtime.constants import FRAME_SECONDS
+from audiotok.runtime.engine import check_engine_options
 from audiotok.runtime.errors import AudioError, SettingsError
 
 from .data import training_files
@@ -92,12 +93,7 @@ def _check(args: argparse.Namespace) -> None:
         raise SettingsError(f"--shard-minutes must be positive, got {args.shard_minutes}")
     if args.fit_memory_gb < 0:
         raise SettingsError(f"--fit-memory-gb must not be negative, got {args.fit_memory_gb}")
-    if args.jobs is not None and args.jobs < 1:
-        raise SettingsError(f"--jobs must be at least 1, got {args.jobs}")
-    if args.threads is not None and args.threads < 1:
-        raise SettingsError(f"--threads must be at least 1, got {args.threads}")
-    if args.ray_address and args.engine != "ray":
-        raise SettingsError("--ray-address needs --engine ray")
+    check_engine_options(args.jobs, args.threads, args.engine, args.ray_address)
 
 
 def run(args: argparse.Namespace) -> int:
