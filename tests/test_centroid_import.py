@@ -63,8 +63,8 @@ def test_pickle_from_an_old_sklearn_module_path_that_no_longer_exists(tmp_path, 
     """scikit-learn <= 0.21 pickled k-means as sklearn.cluster.k_means_.*: unloadable today, readable here."""
     module = types.ModuleType("sklearn.cluster.k_means_")
 
-    class MiniBatchKMeans:  # the old estimator, as far as its pickle is concerned
-        pass
+    class MiniBatchKMeans:
+        """The old estimator, as far as its pickle is concerned."""
 
     MiniBatchKMeans.__module__, MiniBatchKMeans.__qualname__ = module.__name__, "MiniBatchKMeans"
     module.MiniBatchKMeans = MiniBatchKMeans
