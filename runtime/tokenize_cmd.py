@@ -118,7 +118,7 @@ def _bundle_identity(tokenizer: Tokenizer) -> dict:
 
 def _run_all_or_nothing(args, files: list[CorpusFile], engine: Engine, spec: WorkerSpec, local_worker,
                         k: int) -> int:
-    """Every file or nothing: the first failure raises, and atomic_output leaves no partial file."""
+    """Every file or nothing: the first failure raises, and the writer discards its staged output."""
     progress = CorpusProgress(len(files), desc="tokenize")
     try:
         with open_writer(args.format, args.output, k=k, dedup=args.dedup) as writer:
