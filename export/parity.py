@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from audiotok.runtime.session import INPUT_NAME, OUTPUT_NAME, resolve_providers
+from audiotok.runtime.session import INPUT_NAME, OUTPUT_NAME, resolve_providers, session_options
 
 from .graph import UnitGraph
 
@@ -61,7 +61,5 @@ def measure_agreement(units_fn: UnitsFn, clips: list[np.ndarray], reference: lis
 
 def graph_units_fn(path: Path, providers: list[str] | str | None = None) -> UnitsFn:
     """Units from an ONNX graph that has no manifest yet (a candidate during export)."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=resolve_providers(providers))
+    session = ort.InferenceSession(str(path), session_options(), providers=resolve_providers(providers))
     return lambda clip: session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(clip, np.float32)[None]})[0][0]

@@ -1,15 +1,13 @@
-"""Writing results: records in txt or jsonl, to stdout or atomically to a file."""
+"""Writing results: one record line per file, and files (or folders) that appear only when complete."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from contextlib import contextmanager
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
@@ -34,30 +32,26 @@ def format_record(path: str, units: np.ndarray, fmt: str, *, collapse: bool) -> 
     return json.dumps(record)
 
 
+def stage_beside(target: Path, *, folder: bool = False) -> Path:
+    """A new temp file (or folder) in ``target``'s folder, so renaming it onto ``target`` is atomic."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if folder:
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``target``; it replaces ``target`` only if the block succeeds.
 
     On any error the temp file is removed, so an existing output is never replaced by a partial one.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    tmp = stage_beside(Path(target))
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-
-
-@contextmanager
-def atomic_output(path: str | None) -> Iterator[IO[str]]:
-    """Yield a text stream: stdout for ``None``/``-``, else a file written through :func:`atomic_path`."""
-    if path in (None, "-"):
-        yield sys.stdout
-        sys.stdout.flush()
-        return
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as stream:
-        yield stream

@@ -55,6 +55,17 @@ def resolve_providers(requested: list[str] | str | None) -> list[str]:
     return chosen
 
 
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """How every audiotok session runs: all graph optimizations, errors-only logging, ``threads`` intra-op."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: ORT's warnings are not the user's problem
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    return options
+
+
 def open_session(bundle: str | os.PathLike, *, providers: list[str] | str | None = None,
                  threads: int | None = None) -> tuple[ort.InferenceSession, Manifest]:
     path = Path(bundle)
@@ -62,14 +73,8 @@ def open_session(bundle: str | os.PathLike, *, providers: list[str] | str | None
         raise BundleError(f"{path}: no such file")
     if path.is_dir():
         raise BundleError(f"{path}: is a folder, not an ONNX bundle")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # errors only: ORT's warnings are not the user's problem
-    if threads:
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
     try:
-        session = ort.InferenceSession(str(path), options, providers=resolve_providers(providers))
+        session = ort.InferenceSession(str(path), session_options(threads), providers=resolve_providers(providers))
     except Exception as exc:  # onnxruntime raises several private exception types here
         detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise BundleError(f"{path}: not a valid ONNX model, or a truncated one ({detail})") from None

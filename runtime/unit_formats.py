@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Protocol
@@ -34,7 +33,7 @@ import numpy as np
 
 from .constants import FRAME_SECONDS
 from .errors import AudiotokError, SettingsError
-from .output import format_record
+from .output import format_record, stage_beside
 from .units import dedup as dedup_units
 
 FORMATS = ("txt", "jsonl", "fairseq", "npy")
@@ -75,15 +74,6 @@ class _Writer:
         raise NotImplementedError
 
 
-def _stage_beside(target: Path, *, folder: bool) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if folder:
-        return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def fairseq_record(path: str, units: np.ndarray, *, collapse: bool) -> str:
     """``stem|u1 u2 ...``: fairseq/GSLM's unit file line (stem: file name without folder and extension)."""
     shown = dedup_units(units)[0] if collapse else np.asarray(units)
@@ -103,7 +93,7 @@ class LineWriter(_Writer):
             self._stream: IO[str] = sys.stdout
         else:
             self._target = Path(output)
-            self._staged = _stage_beside(self._target, folder=False)
+            self._staged = stage_beside(self._target, folder=False)
             self._stream = open(self._staged, "w", encoding="utf-8")
 
     def write(self, path: str, units: np.ndarray) -> None:
@@ -153,7 +143,7 @@ class NpyShardWriter(_Writer):
                                 f"choose a new name")
         self.k, self.dedup, self.shard_units = int(k), dedup, int(shard_units)
         self.dtype = unit_dtype(self.k)
-        self._staged = _stage_beside(self._target, folder=True)
+        self._staged = stage_beside(self._target, folder=True)
         self._index = open(self._staged / "index.tsv", "w", encoding="utf-8")
         self._index.write("\t".join(INDEX_COLUMNS) + "\n")
         self._units: list[np.ndarray] = []
