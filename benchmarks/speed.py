@@ -13,17 +13,23 @@ features of a synthetic speech-like signal at each layer, exports an fp32 and an
   int8+cnn     what-if, not a product variant: int8 with every group quantized, including the CNN
                convolutions that `audiotok export` kept in fp32 because they cost too much agreement
 
-Each path lives in its own worker process, so peak RSS is that path's alone; runs are interleaved
-round-robin (the starting path rotates each round) so that load from other processes on the
-machine hits every path alike; torch and onnxruntime get the same --threads. RTF and the speed-up
-ratios use median times; "best runs" divides the fastest run of each path, the better estimate when
-other processes share the CPUs (the footer prints the load average).
+Every timed run is a fresh process that holds that path alone: it loads the model or bundle,
+runs the input once to warm up, times one more run, reports its peak RSS and exits before the
+next starts. An earlier version kept one resident worker per path and timed them in turn; that
+slowed torch by 1.5x against the same model timed alone (docs/speed.md: "Timing each path
+alone") while the bundles' times did not move, which inflated the bundles' ratios. Runs are
+interleaved round-robin (the starting path rotates each round) so that load from other
+processes hits every path alike; torch and onnxruntime get the same --threads. RTF and the
+speed-up ratios use median times; "best runs" divides the fastest run of each path, and "CPU
+time" the median process CPU seconds (all threads), the steadier estimates when other processes
+share the CPUs (the footer prints the load average). --table-from re-prints a --json file.
 "agreement" is the fraction of frames whose unit equals the torch cut model's on the same windows.
 Random weights have the real compute but not a trained model's robustness: measure a real
 bundle's agreement with `audiotok verify`.
 
-Example (prints a markdown table; the first run builds and exports everything into --workdir):
-  python benchmarks/speed.py --layers 6 9 12 --seconds 10 60 --rounds 3 --threads 2
+Examples (print a markdown table; the first run builds and exports everything into --workdir):
+  python benchmarks/speed.py --layers 6 --seconds 30 --rounds 9 --threads 2 --no-what-if   # README's table
+  python benchmarks/speed.py --layers 6 9 12 --seconds 10 30 60 --rounds 5 --threads 2
 """
 
 from __future__ import annotations
@@ -69,7 +75,7 @@ def build_centroids(checkpoint: Path, layer: int, target: Path) -> Path:
 
     from audiotok.export.probe_audio import pseudo_speech
     from audiotok.models import load_encoder
-    from audiotok.train.features import FeatureExtractor
+    from audiotok.models.features import FeatureExtractor
 
     torch.set_num_threads(2)
     audio = np.concatenate([pseudo_speech(10.0, seed=100 + i) for i in range(int(KMEANS_SECONDS / 10))])
@@ -135,7 +141,7 @@ def _argmin_units(hidden: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 def _torch_worker(kind: str, checkpoint: str, centroids: np.ndarray, layer: int):
     import torch
 
-    from audiotok.runtime.tokenizer import OFFLINE_POLICY
+    from audiotok.runtime.windowing import OFFLINE_POLICY
     from audiotok.runtime.windowing import Windower
 
     started = time.perf_counter()
@@ -188,7 +194,12 @@ def peak_rss_mb() -> float:
 
 
 def worker(args: argparse.Namespace) -> None:
-    """Serve commands on stdin: 'run PATH', 'units PATH OUT', 'rss'; one JSON line per reply."""
+    """One timed path in a fresh process: load, one warm-up pass, one timed pass; one JSON line.
+
+    Nothing else of the benchmark lives in this process, and no other path's process is alive
+    while it runs, so each path is timed as it runs alone: no idle thread pools of other
+    runtimes, no allocator state or warm caches left by earlier runs of other shapes.
+    """
     if args.kind.startswith("torch"):
         import torch
 
@@ -197,43 +208,27 @@ def worker(args: argparse.Namespace) -> None:
     else:
         providers = ["cuda"] if args.kind == "fp16" else ["cpu"]  # int8, int8+cnn, fp32: CPU
         load_s, timed, reference = _bundle_worker(args.bundle, providers, args.threads)
-    print(json.dumps({"load_s": load_s}), flush=True)
-    for line in sys.stdin:
-        command = line.split()
-        if command[0] == "run":
-            samples = np.load(command[1])
-            start_wall, start_cpu = time.perf_counter(), time.process_time()
-            timed(samples)
-            reply = {"wall": time.perf_counter() - start_wall, "cpu": time.process_time() - start_cpu}
-        elif command[0] == "units":
-            np.save(command[2], reference(np.load(command[1])))
-            reply = {}
-        elif command[0] == "rss":
-            reply = {"rss_mb": peak_rss_mb()}
-        print(json.dumps(reply), flush=True)
+    samples = np.load(args.input)
+    timed(samples)  # warm-up: one-time allocations, kernel selection, page faults of the weights
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    timed(samples)
+    reply = {"load_s": load_s, "wall": time.perf_counter() - start_wall, "cpu": time.process_time() - start_cpu,
+             "rss_mb": peak_rss_mb()}
+    if args.units_out:  # after the timing, so it never affects it
+        np.save(args.units_out, reference(samples))
+    print(json.dumps(reply), flush=True)
 
 
-class Worker:
-    def __init__(self, kind: str, layer: int, threads: int, checkpoint: Path, centroids: Path,
-                 bundle: Path | None) -> None:
-        command = [sys.executable, __file__, "--worker", kind, "--layer", str(layer), "--threads", str(threads),
-                   "--checkpoint", str(checkpoint), "--centroids", str(centroids),
-                   "--bundle", str(bundle or "")]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.load_s = self.ask("ready")["load_s"]
-
-    def ask(self, command: str) -> dict:
-        if command != "ready":
-            self.process.stdin.write(command + "\n")
-            self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"benchmark worker died on {command!r}")
-        return json.loads(line)
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait()
+def run_alone(kind: str, layer: int, threads: int, checkpoint: Path, centroids: Path, bundle: Path | None,
+              audio: Path, units_out: Path | None = None) -> dict:
+    """Time one path in its own fresh process (see :func:`worker`)."""
+    command = [sys.executable, __file__, "--worker", kind, "--layer", str(layer), "--threads", str(threads),
+               "--checkpoint", str(checkpoint), "--centroids", str(centroids), "--bundle", str(bundle or ""),
+               "--input", str(audio), "--units-out", str(units_out or "")]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0 or not done.stdout.strip():
+        raise RuntimeError(f"benchmark worker {kind!r} failed (exit {done.returncode})")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -250,50 +245,46 @@ def measure_layer(layer: int, args: argparse.Namespace, workdir: Path, audio: di
         bundles["int8+cnn"] = build_int8_all_groups(bundles["fp32"], bundles["int8"],
                                                      workdir / f"hubert-L{layer}-int8-all.onnx")
     kinds = ["torch full", "torch cut", *bundles]
-    workers = {k: Worker(k, layer, args.threads, checkpoint, centroids, bundles.get(k)) for k in kinds}
     weights = sum(f.stat().st_size for f in checkpoint.glob("*.safetensors"))
     rows = []
-    try:
-        for seconds in sorted(audio):
-            times: dict[str, list[float]] = {k: [] for k in kinds}
-            cpu: dict[str, list[float]] = {k: [] for k in kinds}
-            for r in range(args.rounds):
-                for k in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
-                    took = workers[k].ask(f"run {audio[seconds]}")
-                    times[k].append(took["wall"])
-                    cpu[k].append(took["cpu"])
-                    time.sleep(PAUSE_S)
-            reference = workdir / f"units-L{layer}-{seconds:g}s-torch.npy"
-            workers["torch cut"].ask(f"units {audio[seconds]} {reference}")
-            expected = np.load(reference)
-            for k in kinds:
-                out = workdir / f"units-L{layer}-{seconds:g}s-{k.replace(' ', '-')}.npy"
-                workers[k].ask(f"units {audio[seconds]} {out}")
-                got = np.load(out)
-                rows.append({
-                    "layer": layer, "seconds": seconds, "path": k, "median_s": float(np.median(times[k])),
-                    "times": times[k], "cpu_times": cpu[k], "load_s": workers[k].load_s, "rss_mb": workers[k].ask("rss")["rss_mb"],
-                    "file_mb": (bundles[k].stat().st_size if k in bundles else weights) / 1e6,
-                    "agreement": float((got == expected).mean()) if got.shape == expected.shape else float("nan"),
-                })
-    finally:
-        for w in workers.values():
-            w.close()
+    for seconds in sorted(audio):
+        runs: dict[str, list[dict]] = {k: [] for k in kinds}
+        units = {k: workdir / f"units-L{layer}-{seconds:g}s-{k.replace(' ', '-')}.npy" for k in kinds}
+        for r in range(args.rounds):
+            for k in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
+                runs[k].append(run_alone(k, layer, args.threads, checkpoint, centroids, bundles.get(k),
+                                         audio[seconds], units[k] if r == 0 else None))
+                print(f"L{layer} {seconds:g} s round {r + 1}/{args.rounds} {k}: {runs[k][-1]['wall']:.3f} s",
+                      file=sys.stderr, flush=True)
+                time.sleep(PAUSE_S)
+        expected = np.load(units["torch cut"])
+        for k in kinds:
+            got = np.load(units[k])
+            times = [run["wall"] for run in runs[k]]
+            rows.append({
+                "layer": layer, "seconds": seconds, "path": k, "median_s": float(np.median(times)),
+                "times": times, "cpu_times": [run["cpu"] for run in runs[k]],
+                "load_s": float(np.median([run["load_s"] for run in runs[k]])),
+                "rss_mb": max(run["rss_mb"] for run in runs[k]),
+                "file_mb": (bundles[k].stat().st_size if k in bundles else weights) / 1e6,
+                "agreement": float((got == expected).mean()) if got.shape == expected.shape else float("nan"),
+            })
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| layer | input | path | RTF | x torch cut | x torch full | x torch cut, best runs | load s "
-             "| peak RSS MB | file MB | agreement |",
-             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| layer | input | path | RTF | x torch cut | x torch full | x torch cut, best runs "
+             "| x torch cut, CPU time | load s | peak RSS MB | file MB | agreement |",
+             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         same = [r for r in rows if r["layer"] == row["layer"] and r["seconds"] == row["seconds"]]
         base = {r["path"]: r["median_s"] for r in same}
         best = {r["path"]: min(r["times"]) for r in same}
+        cpu = {r["path"]: float(np.median(r["cpu_times"])) for r in same}
         lines.append(
             f"| {row['layer']} | {row['seconds']:g} s | {row['path']} | {row['median_s'] / row['seconds']:.3f} | "
             f"{base['torch cut'] / row['median_s']:.2f} | {base['torch full'] / row['median_s']:.2f} | "
-            f"{best['torch cut'] / best[row['path']]:.2f} | "
+            f"{best['torch cut'] / best[row['path']]:.2f} | {cpu['torch cut'] / cpu[row['path']]:.2f} | "
             f"{row['load_s']:.2f} | {row['rss_mb']:.0f} | {row['file_mb']:.1f} | {row['agreement']:.4f} |")
     return "\n".join(lines)
 
@@ -302,10 +293,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, nargs="+", default=[6, 9, 12])
     parser.add_argument("--seconds", type=float, nargs="+", default=[10.0, 60.0])
-    parser.add_argument("--rounds", type=int, default=3, help="timed runs per path and input (median reported)")
+    parser.add_argument("--rounds", type=int, default=9,
+                        help="fresh processes per path and input, each one warm-up and one timed run (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="threads for torch and onnxruntime alike")
     parser.add_argument("--workdir", default="benchmark-work", help="checkpoint, centroids, bundles (reused)")
     parser.add_argument("--json", default=None, help="also write every measurement here")
+    parser.add_argument("--table-from", default=None, metavar="JSON",
+                        help="print the table of an earlier run's --json file and exit")
     parser.add_argument("--no-what-if", dest="what_if", action="store_false",
                         help="skip the int8+cnn what-if row")
     parser.add_argument("--worker", default=None, choices=PATHS, help=argparse.SUPPRESS)
@@ -313,10 +307,15 @@ def main() -> None:
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     parser.add_argument("--centroids", help=argparse.SUPPRESS)
     parser.add_argument("--bundle", help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--units-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.kind = args.worker
         worker(args)
+        return
+    if args.table_from:
+        print(table(json.loads(Path(args.table_from).read_text())))
         return
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)

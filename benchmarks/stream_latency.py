@@ -122,7 +122,7 @@ def build_bundles(checkpoint: Path, layer: int, workdir: Path, audio: np.ndarray
 
     from audiotok.export.bundle import ExportConfig, export_bundle
     from audiotok.models import load_encoder
-    from audiotok.train.features import FeatureExtractor
+    from audiotok.models.features import FeatureExtractor
     from audiotok.train.kmeans import KMeansConfig, fit_kmeans
 
     parity = workdir / "parity.wav"

@@ -1,17 +1,18 @@
 """Building a bundle: encoder + centroids -> checked, self-describing ONNX file, in one precision.
 
 Steps: load the encoder cut at its layer; read the centroids and check them against the layer
-(and against their training sidecar); compute the torch float32 units of the parity audio with the
-unmodified encoder; export one graph from an export-ready copy (prepare.py); apply the graph
-optimizations once (optimize.py); derive the requested precision (fp16.py, quantize.py); run that
-graph with onnxruntime and compare its units with torch's; write the manifest (with the measured
-agreement) into the model; rename into place. Below ``min_agreement`` nothing is written.
+(and against their training sidecar); compute the torch float32 hidden states and units of the
+parity audio with the unmodified encoder; export one graph from an export-ready copy (encoder_rewrites.py),
+with the hidden states as a second output; apply the graph optimizations once (optimize.py); derive
+the requested precision (fp16.py, quantize.py); run that graph with onnxruntime and compare its
+units and hidden states with torch's (parity.py); write the manifest (with the measured agreement,
+hidden-state error and centroid margin) into the model, without the hidden-state output; rename
+into place. Below ``min_agreement`` nothing is written.
 """
 
 from __future__ import annotations
 
 import platform
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,26 +25,34 @@ import torch
 
 from audiotok import __version__
 from audiotok.models import Encoder, load_encoder
-from audiotok.runtime.audio import file_blocks, find_audio_files
+from audiotok.models.vocabulary_sidecar import read_sidecar, sidecar_path
+from audiotok.runtime.audio import file_blocks
 from audiotok.runtime.constants import RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
+from audiotok.runtime.corpus import list_corpus
 from audiotok.runtime.errors import AudiotokError, SettingsError
+from audiotok.runtime.log import log
 from audiotok.runtime.manifest import PRECISIONS, Manifest
 from audiotok.runtime.output import atomic_path
+from audiotok.runtime.preprocess import CHANNEL_MEAN, FEATURE_NORMS, FRAME_RULES, check_choice, parse_channel
+from audiotok.runtime.session import INPUT_NAME, OUTPUT_NAME
 from audiotok.runtime.tokenizer import Tokenizer
-from audiotok.train.sidecar import read_sidecar
 
 from .centroids import Centroids, CentroidsError, load_centroids
+from .encoder_rewrites import prepare_for_export
 from .fp16 import to_fp16
 from .graph import UnitGraph
-from .onnx_graph import OPSET, attach_manifest, export_graph
+from .onnx_graph import FEATURES_NAME, OPSET, attach_manifest, export_graph
 from .optimize import optimize_graph
-from .parity import Agreement, graph_units_fn, measure_agreement, reference_units
-from .prepare import prepare_for_export
+from .parity import (Agreement, Reference, check_min_agreement, graph_units_fn, measure_agreement, measure_fidelity,
+                     torch_reference)
 from .probe_audio import pseudo_speech
 from .quantize import quantize_int8
 
-PARITY_SECONDS = 30.0  # total audio compared at export
+PARITY_SECONDS = 60.0  # total audio compared at export, where the training (or --audio) audio has that much
 PARITY_CLIP_SECONDS = 10.0
+# Synthetic parity clips are a little longer than whole frames, so the check covers the trailing
+# samples after the last frame (which the encoders normalise over) as real files do.
+SYNTHETIC_CLIP_SECONDS = PARITY_CLIP_SECONDS + 237 / SAMPLE_RATE
 CALIBRATION_SECONDS = 30.0  # audio the int8 activation ranges are calibrated on
 
 # Default --min-agreement per precision. fp32 must reproduce torch (only float summation order
@@ -77,10 +86,44 @@ class ExportConfig:
     audio: list[str] = field(default_factory=list)  # parity audio; default: training data, else synthetic
     calibration: list[str] = field(default_factory=list)  # int8 calibration audio; default: the parity audio
     providers: list[str] | None = None  # where the final agreement is measured (default CPU)
+    # Processor options; None: what the centroids' sidecar records, else audiotok's defaults.
+    pad_last_frame: bool | None = None  # frame rule "pad" (audioTokenizer's) instead of "floor"
+    feature_norm: str | None = None  # "l2": features L2-normalised in the graph before the nearest centroid
+    channel: int | str | None = None  # the channel the runtime takes by default: "mean" or an index
+    keep_features: bool = False  # debug: the bundle also outputs the layer's hidden states as "features"
 
     @property
     def required_agreement(self) -> float:
         return DEFAULT_MIN_AGREEMENT[self.precision] if self.min_agreement is None else self.min_agreement
+
+
+@dataclass(frozen=True)
+class ProcessorOptions:
+    frame_rule: str
+    feature_norm: str
+    channel: int | str
+
+
+def processor_options(config: ExportConfig, sidecar: dict | None) -> ProcessorOptions:
+    """The bundle's frame rule, feature norm and channel: given options, else the sidecar's, else defaults.
+
+    A --feature-norm that contradicts the sidecar is refused: centroids fitted on normalised
+    features are meaningless against raw ones, and the other way round.
+    """
+    recorded = sidecar or {}
+    trained_norm = recorded.get("feature_norm", "none")
+    if config.feature_norm is not None:
+        check_choice(config.feature_norm, FEATURE_NORMS, "--feature-norm")
+        if sidecar is not None and config.feature_norm != trained_norm:
+            raise SettingsError(f"--feature-norm {config.feature_norm} contradicts --centroids {config.centroids}: "
+                                f"their sidecar says they were fitted with feature norm {trained_norm!r}; "
+                                f"drop --feature-norm or pass --feature-norm {trained_norm}")
+    feature_norm = config.feature_norm or check_choice(trained_norm, FEATURE_NORMS, "the sidecar's feature_norm")
+    frame_rule = "pad" if config.pad_last_frame else check_choice(
+        recorded.get("frame_rule", "floor"), FRAME_RULES, "the sidecar's frame_rule")
+    channel = parse_channel(config.channel if config.channel is not None else recorded.get("channel", CHANNEL_MEAN),
+                            option="--channel" if config.channel is not None else "the sidecar's channel")
+    return ProcessorOptions(frame_rule, feature_norm, channel)
 
 
 def _check_pairing(encoder: Encoder, centroids: Centroids, sidecar: dict | None) -> None:
@@ -100,11 +143,43 @@ def _check_pairing(encoder: Encoder, centroids: Centroids, sidecar: dict | None)
                              f"{spec.layer} of {spec.name} gives {spec.dim}-dimensional features")
 
 
+def _fitted_on(centroids: Centroids, sidecar: dict) -> str:
+    trained = sidecar["encoder"]
+    return (f"--centroids {centroids.source} were fitted on layer {sidecar['layer']} of {trained.get('name')} "
+            f"(as {sidecar_path(centroids.source).name} beside them records)")
+
+
+def _check_sidecar_shape(centroids: Centroids, sidecar: dict | None) -> None:
+    """A sidecar describing other centroids (copied beside the wrong file) must not vouch for these."""
+    if sidecar is None:
+        return
+    recorded = (sidecar.get("k", centroids.k), sidecar.get("dim", centroids.dim))
+    if recorded != (centroids.k, centroids.dim):
+        raise CentroidsError(f"--centroids {centroids.source} are {centroids.k} x {centroids.dim}, but "
+                             f"{sidecar_path(centroids.source).name} beside them describes {recorded[0]} x "
+                             f"{recorded[1]} centroids: it belongs to another file")
+
+
+def _load_encoder(config: ExportConfig, layer: int | None, centroids: Centroids, sidecar: dict | None) -> Encoder:
+    """The encoder at ``layer``; when that layer came from the sidecar, a refusal says so (not "--layer")."""
+    from_sidecar = config.layer is None and sidecar is not None
+    if from_sidecar and (config.model == "logmel") != (sidecar["encoder"].get("name") == "logmel"):
+        raise CentroidsError(f"{_fitted_on(centroids, sidecar)}, not with --model {config.model}: export them "
+                             f"with the encoder they were fitted on")
+    try:
+        return load_encoder(config.model, layer, config.normalize)
+    except SettingsError as exc:
+        if not from_sidecar:
+            raise
+        raise SettingsError(f"{_fitted_on(centroids, sidecar)}, which --model {config.model} cannot give "
+                            f"({exc})") from None
+
+
 def audio_clips(paths: list[str], total_seconds: float, clip_seconds: float) -> tuple[list[np.ndarray], str]:
     """Up to ``clip_seconds`` from the start of each file, until ``total_seconds``; and a description."""
     clips, total = [], 0.0
-    for path in find_audio_files(paths):
-        clip = np.concatenate(list(file_blocks(path)))[: int(clip_seconds * SAMPLE_RATE)]
+    for item in list_corpus(paths):
+        clip = np.concatenate(list(file_blocks(item.path)))[: int(clip_seconds * SAMPLE_RATE)]
         if len(clip) >= RECEPTIVE_FIELD_SAMPLES:
             clips.append(clip)
             total += len(clip) / SAMPLE_RATE
@@ -114,13 +189,15 @@ def audio_clips(paths: list[str], total_seconds: float, clip_seconds: float) -> 
 
 
 def _parity_clips(config: ExportConfig, sidecar: dict | None) -> tuple[list[np.ndarray], str]:
-    paths = config.audio or [p for p in (sidecar or {}).get("data", []) if Path(p).exists()]
+    # The DATA the centroids were trained on (folders, files, @manifests) that is still there.
+    paths = config.audio or [p for p in (sidecar or {}).get("data", [])
+                             if Path(p).exists() or (p.startswith("@") and Path(p[1:]).exists())]
     if paths:
         clips, audio = audio_clips(paths, PARITY_SECONDS, PARITY_CLIP_SECONDS)
         if clips:
             return clips, audio
     n = int(PARITY_SECONDS / PARITY_CLIP_SECONDS)
-    return [pseudo_speech(PARITY_CLIP_SECONDS, seed=i) for i in range(n)], f"synthetic, {PARITY_SECONDS:.0f} s"
+    return [pseudo_speech(SYNTHETIC_CLIP_SECONDS, seed=i) for i in range(n)], f"synthetic, {PARITY_SECONDS:.0f} s"
 
 
 def _calibration_clips(config: ExportConfig, parity: list[np.ndarray], audio: str) -> tuple[list[np.ndarray], str]:
@@ -136,7 +213,8 @@ def _provenance(encoder: Encoder, centroids: Centroids, sidecar: dict | None) ->
     training = None
     if sidecar is not None:
         training = {key: sidecar.get(key) for key in ("frames", "hours", "files", "percent", "seed", "inertia",
-                                                      "clusters_used", "perplexity", "kmeans")}
+                                                      "clusters_used", "perplexity", "kmeans", "backend",
+                                                      "trim_silence_db", "max_frames_file", "max_frames_total")}
     return {
         "encoder": asdict(encoder.spec),
         "centroids": centroids.provenance(),
@@ -149,11 +227,10 @@ def _provenance(encoder: Encoder, centroids: Centroids, sidecar: dict | None) ->
 def _check_config(config: ExportConfig) -> None:
     if config.precision not in PRECISIONS:
         raise SettingsError(f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
-    if config.min_agreement is not None and not 0.0 <= config.min_agreement <= 1.0:
-        raise SettingsError(f"--min-agreement is a fraction of frames in [0, 1], got {config.min_agreement}")
+    check_min_agreement(config.min_agreement)
 
 
-def _variant(config: ExportConfig, fp32: Path, folder: Path, clips: list[np.ndarray], reference: list[np.ndarray],
+def _variant(config: ExportConfig, fp32: Path, folder: Path, clips: list[np.ndarray], reference: list[Reference],
              calibration: tuple[list[np.ndarray], str], progress: Progress) -> tuple[Path, dict]:
     """The graph in the requested precision, and what was done to make it (for the manifest)."""
     if config.precision == "fp32":
@@ -178,21 +255,24 @@ def export_bundle(config: ExportConfig, progress: Progress = lambda _: None) -> 
     centroids = load_centroids(config.centroids)
     # Only audiotok's own .npy centroids have a sidecar; an imported vocabulary needs --layer.
     sidecar = read_sidecar(config.centroids) if centroids.format == "npy" else None
+    _check_sidecar_shape(centroids, sidecar)
     layer = config.layer if config.layer is not None else (sidecar or {}).get("layer")
     if layer is None and sidecar is None and config.model != "logmel":
-        print(f"audiotok: warning: --centroids {config.centroids} do not record their layer and no --layer was "
-              f"given: using the encoder's default; pass --layer to be sure", file=sys.stderr)
+        log.warning("--centroids %s do not record their layer and no --layer was given: using the encoder's "
+                    "default; pass --layer to be sure", config.centroids)
     if config.model == "logmel" and layer == 0:
         layer = None
+    options = processor_options(config, sidecar)
     progress("loading the encoder")
-    encoder = load_encoder(config.model, layer, config.normalize)
+    encoder = _load_encoder(config, layer, centroids, sidecar)
     _check_pairing(encoder, centroids, sidecar)
     spec = encoder.spec
     clips, audio = _parity_clips(config, sidecar)
     calibration = _calibration_clips(config, clips, audio) if config.precision == "int8" else ([], "")
     progress("torch reference units")
-    reference = reference_units(UnitGraph(encoder, centroids.array).eval(), clips)
-    graph = UnitGraph(prepare_for_export(encoder), centroids.array).eval()
+    reference = torch_reference(encoder, centroids.array, clips, options.feature_norm)
+    graph = UnitGraph(prepare_for_export(encoder), centroids.array, options.feature_norm,
+                      with_features=True).eval()
     with tempfile.TemporaryDirectory(prefix="audiotok-export-") as tmp:
         folder = Path(tmp)
         progress("exporting to ONNX")
@@ -204,13 +284,21 @@ def export_bundle(config: ExportConfig, progress: Progress = lambda _: None) -> 
             encoder=spec.name, encoder_type=spec.encoder_type, layer=spec.layer, k=centroids.k, dim=spec.dim,
             normalization=spec.normalization, precision=config.precision, opset=OPSET,
             centroids_sha256=centroids.sha256, audiotok_version=__version__, licence=spec.licence,
+            frame_rule=options.frame_rule, feature_norm=options.feature_norm, channel=options.channel,
             provenance={**_provenance(encoder, centroids, sidecar), "optimizations": {"fused": fused}, **details},
         )
         staged = folder / "bundle.onnx"
-        attach_manifest(variant, staged, manifest)
+        attach_manifest(variant, staged, manifest, keep_features=True)
         progress("measuring agreement")
         tokenizer = Tokenizer(staged, providers=config.providers)
-        agreement = measure_agreement(tokenizer.units_for_window, clips, reference, audio)
+
+        def units_and_features(clip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            batch = {INPUT_NAME: np.ascontiguousarray(clip, np.float32)[None]}
+            units, features = tokenizer.session.run([OUTPUT_NAME, FEATURES_NAME], batch)
+            return units[0], features[0]
+
+        agreement = measure_fidelity(units_and_features, clips, reference, centroids.array, audio,
+                                     options.feature_norm)
         del tokenizer
         required = config.required_agreement
         if agreement.fraction < required:
@@ -221,5 +309,5 @@ def export_bundle(config: ExportConfig, progress: Progress = lambda _: None) -> 
         manifest = Manifest(**{**asdict(manifest), "agreement": {**agreement.as_dict("torch fp32"),
                                                                  "min_agreement": required}})
         with atomic_path(config.output) as target:
-            attach_manifest(variant, target, manifest)
+            attach_manifest(variant, target, manifest, keep_features=config.keep_features)
     return manifest, agreement

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from audiotok.runtime.bundle_centroids import centroids_sha256
-from audiotok.runtime.errors import AudiotokError
+
+from .centroid_limits import COMPRESSED_MAGICS, CentroidsError
 
 ACCEPTED = ("a .npy array (k x dim), a torch .pt file (a tensor, or a state dict holding exactly one "
             "k x dim float tensor), a scikit-learn KMeans/MiniBatchKMeans pickle (fairseq/GSLM km.bin, "
@@ -26,13 +27,6 @@ ACCEPTED = ("a .npy array (k x dim), a torch .pt file (a tensor, or a state dict
 SNIFF_BYTES = 16  # enough for every signature below
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
-# joblib's optional compressors (stdlib codecs only): gzip, bz2, xz, lzma, zlib.
-COMPRESSED_MAGICS = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz", b"\x5d\x00\x00": "lzma",
-                     b"\x78\x01": "zlib", b"\x78\x5e": "zlib", b"\x78\x9c": "zlib", b"\x78\xda": "zlib"}
-
-
-class CentroidsError(AudiotokError):
-    """Centroids that cannot be read or do not fit the encoder."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +89,36 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _npy_header(f, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a .npy header, checked against the bytes the file holds before any allocation."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version[0]}.{version[1]}")
+    except (ValueError, OSError, SyntaxError, TypeError) as exc:
+        raise CentroidsError(f"--centroids {path}: not a readable .npy array "
+                             f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+    if dtype.hasobject:
+        raise CentroidsError(f"--centroids {path}: a .npy of Python objects; audiotok reads numeric arrays only")
+    if len(shape) != 2:
+        raise CentroidsError(f"--centroids {path}: expected a float array shaped (k, dim), the .npy header says "
+                             f"shape {shape}")
+    claimed = shape[0] * shape[1] * dtype.itemsize  # Python ints: no overflow
+    held = path.stat().st_size - f.tell()
+    if claimed > held:
+        raise CentroidsError(f"--centroids {path}: the .npy header claims shape {shape} of {dtype} ({claimed} bytes) "
+                             f"but the file holds {held} bytes of data; it is truncated or corrupt")
+    return shape, dtype
+
+
 def _load_npy(path: Path) -> tuple[np.ndarray, dict]:
+    with open(path, "rb") as f:
+        _npy_header(f, path)
     try:
         return np.load(path, allow_pickle=False), {}
     except (ValueError, OSError) as exc:
@@ -103,63 +126,39 @@ def _load_npy(path: Path) -> tuple[np.ndarray, dict]:
                              f"({str(exc).splitlines()[0][:120]})") from None
 
 
-def _load_torch(path: Path) -> tuple[np.ndarray, dict]:
-    """A tensor, or a (possibly nested) state dict with exactly one 2-D float tensor."""
-    import torch
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for foreign or unsafe content
-        raise CentroidsError(f"--centroids {path}: not a readable torch file "
-                             f"({str(exc).splitlines()[0][:160]})") from None
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().float().numpy(), {"tensor": None}
-    found: list[tuple[str, torch.Tensor]] = []
-
-    def visit(node: Any, prefix: str) -> None:
-        if isinstance(node, torch.Tensor):
-            if node.ndim == 2 and node.is_floating_point():
-                found.append((prefix, node))
-        elif isinstance(node, dict):
-            for key, value in node.items():
-                visit(value, f"{prefix}.{key}" if prefix else str(key))
-        elif isinstance(node, (list, tuple)):
-            for i, value in enumerate(node):
-                visit(value, f"{prefix}[{i}]")
-
-    visit(obj, "")
-    if len(found) != 1:
-        names = ", ".join(f"{name} {tuple(t.shape)}" for name, t in found[:8]) or "none"
-        raise CentroidsError(f"--centroids {path}: expected a tensor or a state dict with exactly one k x dim "
-                             f"float tensor, found {len(found)} ({names}); save the centroids alone")
-    name, tensor = found[0]
-    return tensor.detach().float().numpy(), {"tensor": name}
-
-
 def load_centroids(path: str | Path) -> Centroids:
     """Read a ``[k, dim]`` vocabulary from any accepted format (see ``ACCEPTED``), detected from content."""
     p = Path(path)
-    if not p.is_file():
+    if p.is_dir():
+        raise CentroidsError(f"--centroids {p}: is a folder; give the centroids file itself (.npy, .pt, km.bin, "
+                             f"faiss index)")
+    if not p.exists():
         raise CentroidsError(f"--centroids {p}: no such file")
+    if not p.is_file():
+        raise CentroidsError(f"--centroids {p}: not a regular file (a pipe or device); give a file")
     with open(p, "rb") as f:
         head = f.read(SNIFF_BYTES)
     kind = sniff_format(head)
     if kind == "npy":
         fmt, (array, details) = "npy", _load_npy(p)
     elif kind == "zip":
+        from .torch_centroids import load_torch_centroids
+
         try:
             names = zipfile.ZipFile(p).namelist()
         except (zipfile.BadZipFile, OSError):
             names = []
         if not any(name.endswith("data.pkl") for name in names):
             raise CentroidsError(f"--centroids {p}: a zip archive that is not a torch .pt file; accepted: {ACCEPTED}")
-        fmt, (array, details) = "torch", _load_torch(p)
+        fmt, (array, details) = "torch", load_torch_centroids(p)
     elif kind == "pickle":
         from .sklearn_pickle import TORCH_LEGACY, read_kmeans_pickle
 
         result = read_kmeans_pickle(p)
         if result is TORCH_LEGACY:
-            fmt, (array, details) = "torch", _load_torch(p)
+            from .torch_centroids import load_torch_centroids
+
+            fmt, (array, details) = "torch", load_torch_centroids(p)
         else:
             fmt, (array, details) = "sklearn", result
     elif kind == "faiss":

@@ -16,6 +16,11 @@ a .npy array, a torch .pt (tensor or state dict with one k x dim tensor), a scik
 KMeans/MiniBatchKMeans pickle (fairseq/GSLM km.bin, any scikit-learn version), or a faiss
 flat/IVF index (needs faiss-cpu). Imported vocabularies carry no layer: pass --layer.
 
+Coming from audioTokenizer (mHuBERT-147, channel 0, tail padded to a full frame):
+  audiotok export --model utter-project/mHuBERT-147 --centroids centroids.mhubert-147.k500.centroids.npy \
+      --pad-last-frame --channel 0 -o mhubert-500.onnx     # or its .kmeans_faiss.index; add --feature-norm l2
+                                                           # if it was trained with l2_norm
+
 Examples:
   audiotok export --model logmel --centroids units.npy -o units.onnx
   audiotok export --model facebook/hubert-base-ls960 --layer 6 --centroids km.bin -o hubert50.onnx
@@ -30,7 +35,10 @@ import sys
 from tqdm import tqdm
 
 from audiotok.models.huggingface import NORMALIZE_CHOICES
+from audiotok.runtime.engine_options import add_provider_argument
 from audiotok.runtime.manifest import PRECISIONS
+from audiotok.runtime.preprocess import FEATURE_NORMS
+from audiotok.runtime.output import check_target
 
 from .bundle import DEFAULT_MIN_AGREEMENT, ExportConfig, export_bundle
 
@@ -54,14 +62,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration", nargs="+", default=[], metavar="DIR",
                         help="int8: audio files or folders to calibrate activation ranges on (default: the "
                              "agreement-check audio)")
-    parser.add_argument("--provider", action="append", default=None,
-                        help="execution provider to measure the agreement on (cpu, cuda, ...); falls back to CPU")
+    add_provider_argument(parser, " to measure the agreement on")
+    parser.add_argument("--pad-last-frame", action="store_true", default=None,
+                        help="frame rule 'pad' (audioTokenizer's): a partial last frame is zero-padded to a full one "
+                             "offline, in corpora and in streams (default: what the centroids' sidecar records, "
+                             "else 'floor': whole frames only)")
+    parser.add_argument("--feature-norm", choices=FEATURE_NORMS, default=None,
+                        help="l2: features are L2-normalised inside the graph before the nearest centroid, for "
+                             "vocabularies clustered that way (audioTokenizer's l2_norm) (default: what the "
+                             "sidecar records, else none; an imported vocabulary needs it given)")
+    parser.add_argument("--channel", default=None,
+                        help="the channel the bundle tokenizes multichannel audio with: 'mean' or N (0 is the "
+                             "first; audioTokenizer takes 0); tokenize/stream --channel overrides it "
+                             "(default: what the sidecar records, else mean)")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_target(args.output)  # a folder or link as -o: refused before minutes of export, not after
     config = ExportConfig(model=args.model, centroids=args.centroids, output=args.output, layer=args.layer,
                           normalize=args.normalize, precision=args.precision, min_agreement=args.min_agreement,
-                          audio=args.audio, calibration=args.calibration, providers=args.provider)
+                          audio=args.audio, calibration=args.calibration, providers=args.provider,
+                          pad_last_frame=args.pad_last_frame, feature_norm=args.feature_norm, channel=args.channel)
     with tqdm(desc="export", unit="step", disable=None, file=sys.stderr) as bar:
         def progress(step: str) -> None:
             bar.set_description(step)

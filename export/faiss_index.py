@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .centroids import CentroidsError
+from .centroid_limits import CentroidsError
 
 AFFINE_TOLERANCE = 1e-4  # relative error allowed when checking that a transform chain is affine
 ORTHONORMAL_TOLERANCE = 1e-4  # max |A A^T - I| for the mapping back to be exact
@@ -55,9 +55,15 @@ def _chain_as_affine(apply, d_in: int, source: Path) -> tuple[np.ndarray, np.nda
 def read_faiss_centroids(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     faiss = _import_faiss()
     try:
-        raw = faiss.read_index(str(path))
+        # Read through a memory map: a vector's claimed size is checked against the file before
+        # anything is allocated (a plain read_index allocates whatever a crafted header claims).
+        raw = faiss.read_index(str(path), getattr(faiss, "IO_FLAG_MMAP_IFC", 0))
+    except MemoryError:
+        raise CentroidsError(f"--centroids {path}: the faiss index claims more memory than this machine has; "
+                             f"it is corrupt or not a vocabulary") from None
     except RuntimeError as exc:
-        raise CentroidsError(f"--centroids {path}: not a readable faiss index ({str(exc).splitlines()[0][:160]})") from None
+        detail = str(exc).strip().split("Error: ")[-1].splitlines()[0][:160] if str(exc).strip() else "read error"
+        raise CentroidsError(f"--centroids {path}: not a readable faiss index ({detail})") from None
     index = faiss.downcast_index(raw)  # `raw` owns the C++ object: keep it referenced while `index` is used
     details: dict[str, Any] = {"index": type(index).__name__}
     transform = None

@@ -27,9 +27,6 @@ manifest.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -42,6 +39,7 @@ from audiotok.runtime.errors import SettingsError
 from audiotok.runtime.session import INPUT_NAME
 
 from .centroids import distance_nodes
+from .quiet import quiet
 
 GROUP_TOLERANCE = 0.01  # a group may cost at most 1% of frames (about 3x the noise of 30 s of audio)
 LINEAR_INPUT_OPS = {"LayerNormalization", "SkipLayerNormalization", "Gelu", "BiasGelu", "FastGelu", "Reshape",
@@ -104,25 +102,14 @@ class _Clips:
         return None if clip is None else {INPUT_NAME: np.ascontiguousarray(clip, np.float32)[None]}
 
 
-@contextlib.contextmanager
-def _quiet():
-    logger = logging.getLogger()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)
-
-
 def build_int8(source: Path, target: Path, nodes: dict[str, list[str]], calibration: list[np.ndarray]) -> None:
     """Quantize ``nodes`` (group -> names) of the fp32 graph at ``source`` into ``target``."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     common = {"DefaultTensorType": onnx.TensorProto.FLOAT}  # fused contrib ops have no ONNX type inference
     static = [n for g in OPTIONAL_GROUPS for n in nodes.get(g, [])]
-    with tempfile.TemporaryDirectory(prefix="audiotok-int8-") as tmp, _quiet():
+    # "" is the root logger, which onnxruntime's quantizer logs through.
+    with tempfile.TemporaryDirectory(prefix="audiotok-int8-") as tmp, quiet(""):
         stage = source
         if static:
             stage = Path(tmp) / "static.onnx"

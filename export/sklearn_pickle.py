@@ -14,20 +14,19 @@ pickle stream; the wrapper stand-in below reads them from the same position, as 
 
 from __future__ import annotations
 
-import bz2
 import codecs
 import io
-import lzma
+import math
 import pickle
-import zlib
+import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .centroids import COMPRESSED_MAGICS, CentroidsError
+from .centroid_limits import COMPRESSED_MAGICS, CentroidsError, inflation_limit
+from .inflate import InflatingReader
 
-MAX_PICKLE_BYTES = 2**31  # refuse to inflate a compressed pickle beyond 2 GiB (a k-means is far smaller)
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first object of a pre-1.6 (non-zip) torch.save file
 TORCH_LEGACY = object()  # returned when the pickle is a legacy torch file, to be read by torch instead
 
@@ -86,6 +85,7 @@ class _JoblibArray(PickledObject):
     """joblib's array record: its state says dtype, shape and order; the bytes follow in the file."""
 
     stream: io.BufferedIOBase
+    max_bytes: int  # all the stream can yield: no array can claim more
 
     def __setstate__(self, state: Any) -> None:
         super().__setstate__(state)
@@ -94,11 +94,13 @@ class _JoblibArray(PickledObject):
     def _read(self) -> np.ndarray:
         dtype, shape, order = np.dtype(self.dtype), tuple(int(s) for s in self.shape), self.order
         if dtype.hasobject:  # written as a nested pickle; read it with the same restrictions
-            return _RestrictedUnpickler(self.stream).load()
+            return _RestrictedUnpickler(self.stream, self.max_bytes).load()
         if getattr(self, "numpy_array_alignment_bytes", None) is not None:  # joblib >= 1.2 pads to 16 bytes
             padding = self.stream.read(1)
             self.stream.read(int.from_bytes(padding, "little"))
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)  # Python ints: a crafted shape cannot overflow into a small or negative count
+        if min(shape, default=0) < 0 or count * dtype.itemsize > self.max_bytes:
+            raise CentroidsError(f"a joblib array record claims shape {shape} of {dtype}, which is not plausible")
         data = self.stream.read(count * dtype.itemsize)
         if len(data) != count * dtype.itemsize:
             raise CentroidsError("truncated joblib file: an array's data ends early")
@@ -107,10 +109,26 @@ class _JoblibArray(PickledObject):
 
 
 class _RestrictedUnpickler(pickle._Unpickler):  # the Python implementation reads exactly what it needs
-    def __init__(self, stream: io.BufferedIOBase) -> None:
+    """Unpickles with stand-ins for every class, reading at most ``max_bytes`` (what the stream can hold)."""
+
+    def __init__(self, stream: Any, max_bytes: int) -> None:
         super().__init__(stream)
         self.stream = stream
+        self.max_bytes = max_bytes
         self.classes: dict[tuple[str, str], type] = {}
+
+    def load_bytearray8(self) -> None:
+        """Protocol 5's BYTEARRAY8 allocates the length it claims before reading: check it first."""
+        size, = struct.unpack("<Q", self.read(8))
+        if size > self.max_bytes:
+            raise CentroidsError(f"a pickled bytearray claims {size} bytes, more than the file can hold")
+        data = self.read(size)
+        if len(data) != size:
+            raise CentroidsError("truncated pickle: a bytearray's data ends early")
+        self.append(bytearray(data))
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:
@@ -120,7 +138,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the Python implementation read
             base = _JoblibArray if key == JOBLIB_WRAPPER else PickledObject
             attrs: dict[str, Any] = {"pickled_class": f"{module}.{name}"}
             if base is _JoblibArray:
-                attrs["stream"] = self.stream
+                attrs["stream"], attrs["max_bytes"] = self.stream, self.max_bytes
             self.classes[key] = type(name, (base,), attrs)
         return self.classes[key]
 
@@ -132,31 +150,21 @@ def _unwrap(value: Any) -> Any:
     return value.__dict__["array"] if isinstance(value, _JoblibArray) else value
 
 
-def _open_stream(path: Path) -> tuple[io.BytesIO, str | None]:
+def _open_stream(path: Path) -> tuple[io.BytesIO | InflatingReader, str | None, int]:
+    """A file to unpickle from, the codec it was compressed with, and the most bytes it can yield."""
     raw = path.read_bytes()
     codec = next((name for magic, name in COMPRESSED_MAGICS.items() if raw.startswith(magic)), None)
     if codec is None:
-        return io.BytesIO(raw), None
-    if codec == "gzip":
-        decoder: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    elif codec == "zlib":
-        decoder = zlib.decompressobj()
-    elif codec == "bz2":
-        decoder = bz2.BZ2Decompressor()
-    else:
-        decoder = lzma.LZMADecompressor()
-    try:
-        data = decoder.decompress(raw, MAX_PICKLE_BYTES)
-    except (zlib.error, OSError, lzma.LZMAError, EOFError) as exc:
-        raise CentroidsError(f"--centroids {path}: looks {codec}-compressed but does not decompress ({exc})") from None
-    return io.BytesIO(data), codec
+        return io.BytesIO(raw), None, len(raw)
+    limit = inflation_limit(len(raw))
+    return InflatingReader(raw, codec, limit), codec, limit
 
 
 def read_kmeans_pickle(path: Path) -> tuple[np.ndarray, dict[str, Any]] | object:
     """``(cluster_centers_, details)`` of a k-means pickle, or ``TORCH_LEGACY`` for an old torch file."""
-    stream, codec = _open_stream(path)
-    unpickler = _RestrictedUnpickler(stream)
     try:
+        stream, codec, max_bytes = _open_stream(path)
+        unpickler = _RestrictedUnpickler(stream, max_bytes)
         obj = unpickler.load()
     except CentroidsError as exc:
         raise CentroidsError(f"--centroids {path}: {exc}") from None

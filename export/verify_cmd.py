@@ -1,9 +1,12 @@
 """Measure how often a bundle's units equal the torch encoder's, on your own audio.
 
 The agreement in a bundle's manifest was measured at export, on the training (or a synthetic)
-audio. This measures it again on the audio you care about, through the same windows the runtime
-uses: the torch encoder in float32 with the bundle's centroids on one side, the bundle (any
-precision, on the execution provider you pick) on the other. One line per file, then the total.
+audio. This measures it again on the audio you care about: the torch encoder in float32 with the
+bundle's centroids on one side, the bundle (any precision, on the execution provider you pick) on
+the other, both on the same windows. Each file runs in one pass (the reference units) when it is
+no longer than --max-pass-seconds; the default, auto, picks the longest pass whose attention
+matrices fit in half the memory available now (at least 30 s). Longer files run in the runtime's
+30 s windows on both sides. One line per file, then the total.
 
 Examples:
   audiotok verify km500-int8.onnx --model hubert-base/ speech/*.flac
@@ -13,20 +16,36 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import sys
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from audiotok.models import BUILTIN, load_encoder
-from audiotok.runtime.audio import file_blocks, find_audio_files
+from audiotok.runtime.audio import file_blocks
+from audiotok.runtime.corpus import list_corpus
 from audiotok.runtime.bundle_centroids import centroids_sha256, extract_centroids
+from audiotok.runtime.engine_options import add_provider_argument
 from audiotok.runtime.errors import AudiotokError, SettingsError
 from audiotok.runtime.manifest import Manifest
+from audiotok.runtime.preprocess import prepared_blocks
+from audiotok.runtime.constants import FRAME_SECONDS
+from audiotok.runtime.tokenize_cmd import max_pass_seconds
 from audiotok.runtime.tokenizer import Tokenizer
-from audiotok.train.features import FeatureExtractor
+from audiotok.runtime.windowing import DEFAULT_MAX_PASS_SECONDS, OFFLINE_POLICY, one_pass_samples
+from audiotok.models.features import FeatureExtractor
 
 from .centroids import CentroidsError, load_centroids
 from .graph import NearestCentroid
+from .parity import check_min_agreement, equal_units
+
+
+ATTENTION_COPIES = 3  # attention-score matrices alive at an onnxruntime pass's peak (benchmarks/pass_memory.py)
+PASS_BYTES_PER_SECOND = 12e6  # a pass's other memory per second of audio at HuBERT-base size (torch, the larger)
+NO_ATTENTION_PASS_SECONDS = 3600.0
 
 
 class AgreementBelow(AudiotokError):
@@ -40,11 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the encoder the bundle was exported from: 'logmel', a hub id or a local folder")
     parser.add_argument("--centroids", default=None,
                         help="centroids .npy (default: read back from the bundle and checked against its manifest)")
-    parser.add_argument("--provider", action="append", default=None,
-                        help="execution provider to run the bundle on (cpu, cuda, ...); falls back to CPU")
+    add_provider_argument(parser, " to run the bundle on")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: onnxruntime's)")
     parser.add_argument("--min-agreement", type=float, default=None,
                         help="exit with status 1 if the total agreement is below this fraction")
+    parser.add_argument("--max-pass-seconds", default="auto", metavar="S",
+                        help="files up to S seconds run in one pass on both sides; auto: as long as memory allows")
 
 
 def _centroids(args: argparse.Namespace, manifest: Manifest) -> np.ndarray:
@@ -71,24 +91,74 @@ def _encoder(args: argparse.Namespace, manifest: Manifest):
     return encoder
 
 
+def available_memory_bytes() -> int | None:
+    """MemAvailable (Linux), else free physical memory, else None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def fitting_pass_seconds(encoder) -> float:
+    """The longest one pass whose estimated peak fits in half the available memory (30 s at least).
+
+    A pass needs memory linear in its length for the CNN's activations (PASS_BYTES_PER_SECOND at
+    a 512-channel CNN, scaled by the checkpoint's widest CNN layer) plus the attention scores,
+    ``heads x frames^2`` float32 values of which ATTENTION_COPIES are alive at the peak: measured on
+    a HuBERT-base-size checkpoint with benchmarks/pass_memory.py (README: Exact units and memory),
+    rounded up. Encoders without attention (logmel) need memory linear in the length: up to an hour.
+    """
+    config = getattr(getattr(encoder, "model", None), "config", None)
+    heads = getattr(config, "num_attention_heads", None)
+    if not heads:
+        return NO_ATTENTION_PASS_SECONDS
+    available = available_memory_bytes()
+    if available is None:
+        return DEFAULT_MAX_PASS_SECONDS
+    width = max(getattr(config, "conv_dim", (512,)) or (512,)) / 512
+    quadratic = ATTENTION_COPIES * heads * 4 / FRAME_SECONDS ** 2  # bytes per second^2
+    linear = PASS_BYTES_PER_SECOND * width
+    budget = available / 2
+    seconds = (-linear + math.sqrt(linear * linear + 4 * quadratic * budget)) / (2 * quadratic)
+    return max(DEFAULT_MAX_PASS_SECONDS, float(math.floor(seconds)))
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.min_agreement is not None and not 0.0 <= args.min_agreement <= 1.0:
-        raise SettingsError(f"--min-agreement is a fraction of frames in [0, 1], got {args.min_agreement}")
+    check_min_agreement(args.min_agreement)
+    if args.max_pass_seconds != "auto":
+        max_pass_seconds(args.max_pass_seconds)  # a bad value fails before anything is loaded
     tokenizer = Tokenizer(args.bundle, providers=args.provider, threads=args.threads)
     manifest = tokenizer.manifest
-    files = find_audio_files(args.audio)
+    files = [item.path for item in list_corpus(args.audio)]
     if not files:
         raise AudiotokError(f"no audio files found in {', '.join(args.audio)}")
-    nearest = NearestCentroid(_centroids(args, manifest)).eval()
-    extractor = FeatureExtractor(_encoder(args, manifest))
+    nearest = NearestCentroid(_centroids(args, manifest), manifest.feature_norm).eval()
+    encoder = _encoder(args, manifest)
+    if args.max_pass_seconds != "auto":
+        limit = max_pass_seconds(args.max_pass_seconds)
+    else:
+        limit = fitting_pass_seconds(encoder)
+        print(f"audiotok: files up to {limit:g} s run in one pass, longer ones in 30 s windows "
+              f"(--max-pass-seconds auto, from the memory available now)", file=sys.stderr)
+    tokenizer.policy = replace(OFFLINE_POLICY, one_pass_samples=one_pass_samples(limit, "--max-pass-seconds"))
+    extractor = FeatureExtractor(encoder, tokenizer.policy)
     frames = matching = 0
     for path in files:
         with torch.no_grad():
-            expected = nearest(torch.from_numpy(extractor.features(file_blocks(path)))).numpy()
+            pre = tokenizer.preprocess  # the bundle's channel and frame rule, as tokenize applies them
+            _, blocks = prepared_blocks(lambda: file_blocks(path, channel=pre.channel), pre)
+            expected = nearest(torch.from_numpy(extractor.features(blocks))).numpy()
         got = tokenizer.tokenize(path)
         if got.shape != expected.shape:
             raise AudiotokError(f"{path}: the bundle gave {len(got)} units where torch gave {len(expected)}")
-        same = int((got == expected).sum())
+        same = equal_units(got, expected)
         frames, matching = frames + len(got), matching + same
         print(f"{path}\t{same}/{len(got)}\t{same / len(got) if len(got) else 1.0:.4%}", flush=True)
     fraction = matching / frames if frames else 1.0

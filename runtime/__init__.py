@@ -9,7 +9,7 @@ from .errors import AudioError, AudiotokError, BundleError, SettingsError
 from .manifest import Manifest
 from .stream import Stream, StreamSettings, StreamState, UnitChunk
 from .tokenizer import Tokenizer
-from .units import dedup
+from .unit_runs import dedup
 
 __all__ = ["AudioError", "AudiotokError", "BundleError", "Manifest", "SettingsError", "Stream", "StreamSettings",
            "StreamState", "Tokenizer", "UnitChunk", "dedup"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -17,13 +16,32 @@ import soxr
 
 from .constants import SAMPLE_RATE
 from .errors import AudioError
+from .preprocess import CHANNEL_MEAN
+from .file_kind import PIPED_AUDIO_HINT, require_regular_file
+from .native_stderr import Captured, captured_stderr
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au")
 READ_BLOCK_SECONDS = 10.0  # decode this much at a time: large enough to be fast, small enough to stay flat
+MAX_BLOCK_SAMPLES = 4_000_000  # samples (all channels) decoded at once: 16 MB of float32, whatever a header claims
+MIN_SAMPLE_RATE = 1_000  # Hz; below this resampling to 16 kHz would multiply the samples more than 16-fold
+MAX_SAMPLE_RATE = 768_000  # Hz; the highest rate audio interfaces offer
+REFUSED = "the whole file is refused (no units from part of a file)"  # tokenize's rule for a file that breaks off
+_MISLEADING = "possibly a pipe"  # libsndfile's reason for data it cannot parse; the path was checked with stat
 
 
-def to_mono_float32(samples: np.ndarray, *, source: str = "samples") -> np.ndarray:
-    """Mix ``(n,)`` or ``(n, channels)`` float or integer PCM to mono float32 in [-1, 1]."""
+def pick_channel(block: np.ndarray, channel: int | str, *, source: str) -> np.ndarray:
+    """One ``(n,)`` signal from ``(n, channels)``: the mean of all channels, or channel ``channel`` alone."""
+    channels = block.shape[1]
+    if channel == CHANNEL_MEAN:
+        return block.mean(axis=1, dtype=block.dtype) if channels > 1 else block[:, 0]
+    if channel >= channels:
+        raise AudioError(f"{source}: has {channels} channel{'s' if channels > 1 else ''}, so --channel {channel} "
+                         f"is beyond them (channels count from 0)")
+    return block[:, channel]
+
+
+def to_mono_float32(samples: np.ndarray, *, source: str = "samples", channel: int | str = CHANNEL_MEAN) -> np.ndarray:
+    """Mix (or pick one channel of) ``(n,)`` or ``(n, channels)`` float or integer PCM to mono float32 in [-1, 1]."""
     arr = np.asarray(samples)
     if arr.ndim not in (1, 2):
         raise AudioError(f"{source}: expected samples shaped (n,) or (n, channels), got {arr.shape}")
@@ -34,7 +52,7 @@ def to_mono_float32(samples: np.ndarray, *, source: str = "samples") -> np.ndarr
     elif not np.issubdtype(arr.dtype, np.floating):
         raise AudioError(f"{source}: samples must be float or integer PCM, got dtype {arr.dtype}")
     if arr.ndim == 2:
-        arr = arr.mean(axis=1) if arr.shape[1] > 1 else arr[:, 0]
+        arr = pick_channel(arr, channel, source=source)
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
@@ -64,9 +82,9 @@ class Resampler:
 
 
 def array_blocks(samples: np.ndarray, sample_rate: int, *, source: str = "samples",
-                 block_samples: int | None = None) -> Iterator[np.ndarray]:
+                 block_samples: int | None = None, channel: int | str = CHANNEL_MEAN) -> Iterator[np.ndarray]:
     """Yield 16 kHz mono float32 blocks from an in-memory array."""
-    mono = to_mono_float32(samples, source=source)
+    mono = to_mono_float32(samples, source=source, channel=channel)
     check_finite(mono, source=source, offset=0, rate=sample_rate)
     resample = Resampler(sample_rate)
     step = block_samples or int(READ_BLOCK_SECONDS * sample_rate)
@@ -75,64 +93,87 @@ def array_blocks(samples: np.ndarray, sample_rate: int, *, source: str = "sample
     yield resample(np.zeros(0, np.float32), last=True)
 
 
+def library_reason(exc: Exception, noise: Captured) -> str:
+    """One line on why libsndfile failed: its own reason, or what its decoder printed when that is better."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    reason = text.split(": ", 1)[-1].strip().rstrip(".") if text else ""
+    printed = noise.summary()
+    if not reason or _MISLEADING in reason:
+        return f"decoder: {printed}" if printed else "unrecognised format or corrupt data"
+    return f"{reason}; decoder: {printed}" if printed else reason
+
+
 def open_audio(path: str | os.PathLike) -> sf.SoundFile:
-    """Open an audio file, turning every way it can fail into one clear :class:`AudioError`."""
-    p = Path(path)
-    if not p.exists():
-        raise AudioError(f"{p}: no such file")
-    if p.is_dir():
-        raise AudioError(f"{p}: is a folder, not an audio file")
+    """Open an audio file, turning every way it can fail into one clear :class:`AudioError`.
+
+    The path is checked with ``os.stat`` first: a FIFO would block the open, a device never ends.
+    """
+    p = require_regular_file(path, AudioError, what="an audio file", hint=PIPED_AUDIO_HINT)
+    noise = Captured()
     try:
-        return sf.SoundFile(str(p))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        reason = str(exc).split("\n")[0].split(": ", 1)[-1] or "unknown format"
-        raise AudioError(f"{p}: not a readable audio file ({reason})") from None
+        with captured_stderr() as noise:
+            f = sf.SoundFile(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioError(f"{p}: not a readable audio file ({library_reason(exc, noise)})") from None
+    except OSError as exc:  # permission denied, an I/O error on the disk
+        raise AudioError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    if not MIN_SAMPLE_RATE <= f.samplerate <= MAX_SAMPLE_RATE or f.channels < 1:
+        f.close()
+        raise AudioError(f"{p}: header claims {f.samplerate} Hz and {f.channels} channel(s); audiotok reads "
+                         f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz with at least one channel")
+    return f
 
 
-def decoded_blocks(f: sf.SoundFile, *, source: str,
-                   block_seconds: float = READ_BLOCK_SECONDS) -> Iterator[np.ndarray]:
+def block_frames(rate: int, channels: int, seconds: float) -> int:
+    """Frames per decoded block: ``seconds`` of audio, but never more than MAX_BLOCK_SAMPLES samples."""
+    return max(1, min(int(seconds * rate), MAX_BLOCK_SAMPLES // max(1, channels)))
+
+
+def _decoder_position(f: sf.SoundFile, yielded: int) -> int:
+    """Frames the decoder got through before it failed: its own position, else what was yielded."""
+    try:
+        position = int(f.tell())
+    except Exception:  # noqa: BLE001 - a decoder in an error state may refuse to seek as well
+        return yielded
+    return max(yielded, min(position, f.frames if f.frames > 0 else position))
+
+
+def decoded_blocks(f: sf.SoundFile, *, source: str, block_seconds: float = READ_BLOCK_SECONDS,
+                   channel: int | str = CHANNEL_MEAN, on_failure: str = REFUSED) -> Iterator[np.ndarray]:
     """Yield mono float32 blocks of an open file at its own sample rate (no resampling).
 
     Streaming reads files through this with short blocks and resamples as a microphone would;
-    :func:`file_blocks` reads through it with long ones.
+    :func:`file_blocks` reads through it with long ones. A file that breaks off is reported with
+    the time the decoder reached (not just what was yielded) and ``on_failure``: what the caller
+    does with the audio before that point.
     """
-    step = max(1, int(block_seconds * f.samplerate))
+    step = block_frames(f.samplerate, f.channels, block_seconds)
+    if channel != CHANNEL_MEAN and channel >= f.channels:
+        pick_channel(np.zeros((0, f.channels), np.float32), channel, source=source)  # raises: before any audio
     offset = 0
-    try:
-        for block in f.blocks(blocksize=step, dtype="float32", always_2d=True):
-            mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
-            check_finite(mono, source=source, offset=offset, rate=f.samplerate)
-            offset += len(mono)
-            yield np.ascontiguousarray(mono)
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioError(f"{source}: decoding failed after {offset / f.samplerate:.2f} s ({exc})") from None
+    while True:  # read() until it returns nothing: soundfile's blocks() trusts the header's length and
+        noise = Captured()  # yields its stale buffer forever when a header claims more than there is
+        try:
+            with captured_stderr() as noise:
+                block = f.read(step, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            reached = _decoder_position(f, offset) / f.samplerate
+            declared = f" of {f.frames / f.samplerate:.2f} s in its header" if f.frames > 0 else ""
+            raise AudioError(f"{source}: decoding failed at {reached:.2f} s{declared} "
+                             f"({library_reason(exc, noise)}); {on_failure}") from None
+        if not len(block):
+            return
+        mono = pick_channel(block, channel, source=source)
+        check_finite(mono, source=source, offset=offset, rate=f.samplerate)
+        offset += len(mono)
+        yield np.ascontiguousarray(mono)
 
 
-def file_blocks(path: str | os.PathLike) -> Iterator[np.ndarray]:
-    """Yield 16 kHz mono float32 blocks decoded from an audio file."""
+def file_blocks(path: str | os.PathLike, *, channel: int | str = CHANNEL_MEAN) -> Iterator[np.ndarray]:
+    """Yield 16 kHz mono float32 blocks decoded from an audio file (all channels mixed, or one; all of it,
+    or an AudioError)."""
     with open_audio(path) as f:
         resample = Resampler(f.samplerate)
-        for block in decoded_blocks(f, source=str(path)):
+        for block in decoded_blocks(f, source=str(path), channel=channel):
             yield resample(block)
         yield resample(np.zeros(0, np.float32), last=True)
-
-
-def find_audio_files(paths: list[str]) -> list[Path]:
-    """Expand files and folders (recursively, by extension) into a sorted, de-duplicated list."""
-    found: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            found.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_EXTENSIONS))
-        elif p.exists():
-            found.append(p)
-        else:
-            raise AudioError(f"{p}: no such file or folder")
-    seen: set[Path] = set()
-    unique = []
-    for p in found:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique

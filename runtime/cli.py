@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 
 from audiotok import __version__
 
 from .errors import AudiotokError
+from .log import install_cli_handler
+from .output import one_line
 
 TRAIN_ONLY_MODULES = {"torch", "transformers", "sklearn", "onnx", "onnxscript", "joblib", "scipy"}
+EXTRA_MODULES = {  # top-level modules each extra installs: a command missing one names its extra
+    "train": TRAIN_ONLY_MODULES,
+    "eval": {"praatio", "rapidfuzz"},
+}
 
 
 @dataclass(frozen=True)
@@ -29,10 +37,13 @@ class Command:
 COMMANDS = {
     "tokenize": Command("audiotok.runtime.tokenize_cmd", "turn audio files into unit ids with a bundle"),
     "stream": Command("audiotok.runtime.stream_cmd", "tokenize a microphone or a PCM pipe live, units as they are final"),
-    "info": Command("audiotok.runtime.info_cmd", "print a bundle's manifest as JSON"),
+    "info": Command("audiotok.runtime.info_cmd", "print a bundle's manifest and compute as JSON"),
+    "bench": Command("audiotok.runtime.bench_cmd", "measure a bundle's speed and streaming load on this machine"),
     "plot": Command("audiotok.runtime.plot_cmd", "draw a file's waveform, spectrogram and units", "plot"),
     "train": Command("audiotok.train.cli", "fit k-means units on a folder of speech", "train"),
     "export": Command("audiotok.export.cli", "export encoder + centroids as one ONNX bundle", "train"),
+    "evaluate": Command("audiotok.runtime.evaluate_cmd", "measure unit quality (PNMI, purity, bitrate) and stability",
+                        "eval"),
     "verify": Command("audiotok.export.verify_cmd", "measure a bundle's agreement with torch on your audio", "train"),
 }
 
@@ -60,11 +71,21 @@ def _load(name: str, cmd: Command):
         return importlib.import_module(cmd.module)
     except ModuleNotFoundError as exc:
         root = (exc.name or "").split(".")[0]
-        if cmd.extra and root in TRAIN_ONLY_MODULES:
+        if cmd.extra and root in EXTRA_MODULES.get(cmd.extra, ()):
             raise AudiotokError(
                 f"'audiotok {name}' needs {root}, which is not installed: pip install 'audiotok[{cmd.extra}]'"
             ) from None
         raise
+
+
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: staged outputs are removed, finished work is kept
+
+
+def _terminate_like_interrupt() -> None:
+    """SIGTERM (``kill``, ``timeout``, a scheduler) ends a run as Ctrl-C does, leaving no temp debris."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"audiotok: error: unknown command {name!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
+    _terminate_like_interrupt()
+    install_cli_handler()
     try:
         module = _load(name, COMMANDS[name])
         parser = argparse.ArgumentParser(prog=f"audiotok {name}", description=module.__doc__,
@@ -87,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(rest)
         return int(module.run(args) or 0)
     except AudiotokError as exc:
-        print(f"audiotok: error: {exc}", file=sys.stderr)
+        print(f"audiotok: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("audiotok: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ SAMPLE_RATE = 16_000  # Hz
 HOP_SAMPLES = 320  # samples between frame starts: 20 ms at 16 kHz
 RECEPTIVE_FIELD_SAMPLES = 400  # samples one frame sees: 25 ms at 16 kHz
 FRAME_SECONDS = HOP_SAMPLES / SAMPLE_RATE  # 0.02 s
+FRAME_MS = HOP_SAMPLES * 1000 // SAMPLE_RATE  # 20 ms, the grid stream lengths are given on
 
 MANIFEST_KEY = "audiotok"  # ONNX metadata_props key holding the JSON manifest
 MANIFEST_SCHEMA = 1

@@ -10,6 +10,8 @@ A corpus is given as any mix of
 Paths named on the command line must exist (a typo is a usage error, reported before any work).
 Files listed in a manifest are not checked here: a stale entry is a per-file error found when that
 file is read, so a 100k-line manifest costs no up-front stat calls and one bad line costs one file.
+The same holds for pipes, devices and sockets, wherever they are named: each is refused when it is
+read (never opened: a FIFO would block), as one file's error.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from .audio import AUDIO_EXTENSIONS
 from .errors import AudioError
+from .file_kind import require_regular_file
 
 MANIFEST_PREFIX = "@"
 
@@ -33,9 +36,8 @@ class CorpusFile:
 
 def read_manifest(manifest: str | Path) -> list[CorpusFile]:
     """Files of a fairseq manifest: root folder on line 1, then ``relative_path<TAB>n_samples``."""
-    source = Path(manifest)
-    if not source.is_file():
-        raise AudioError(f"{MANIFEST_PREFIX}{source}: no such manifest file")
+    source = require_regular_file(manifest, AudioError, what="a manifest file", shown=f"{MANIFEST_PREFIX}{manifest}",
+                                  missing="no such manifest file")  # a FIFO would block the read
     try:
         lines = source.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -65,8 +67,12 @@ def read_manifest(manifest: str | Path) -> list[CorpusFile]:
 
 
 def folder_files(folder: Path) -> list[CorpusFile]:
-    """Audio files under ``folder``, recursively, by extension, in sorted order."""
-    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    """Audio files under ``folder``, recursively, by extension, in sorted order.
+
+    Anything but a folder with an audio extension is listed, pipes and devices included, so that it
+    is reported (as that file's error) rather than silently left out.
+    """
+    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and not p.is_dir())
     return [CorpusFile(str(p)) for p in found]
 
 

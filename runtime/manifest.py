@@ -19,9 +19,42 @@ from .constants import (
     SAMPLE_RATE,
 )
 from .errors import BundleError
+from .preprocess import CHANNEL_MEAN, FEATURE_NORMS, FRAME_RULES
+from .json_rules import (AnyJson, Choice, ChoiceOrInteger, Integer, JsonObject, JsonRuleError, Rule, Text,
+                         load_bounded_json, shown)
 
 NORMALIZATIONS = ("none", "utterance")  # "utterance": zero mean, unit variance per graph input
 PRECISIONS = ("fp32", "fp16", "int8")
+MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is a few KB; the limit is checked before parsing
+MAX_K = 1 << 22  # units; the largest published vocabularies have tens of thousands
+MAX_DIM = 1 << 16  # feature dimension
+MAX_LAYER = 1024
+MAX_CHANNEL_INDEX = 1023
+
+# What each manifest field must hold, checked before the dataclass is built. A new field is one
+# line here plus its dataclass field (with a default, so older bundles still load).
+FIELD_RULES: dict[str, Rule] = {
+    "encoder": Text(),
+    "encoder_type": Text(max_length=64),
+    "layer": Integer(0, MAX_LAYER),
+    "k": Integer(2, MAX_K),  # export refuses fewer than 2 centroids
+    "dim": Integer(1, MAX_DIM),
+    "normalization": Choice(NORMALIZATIONS),
+    "precision": Choice(PRECISIONS),
+    "opset": Integer(1, 1000),
+    "centroids_sha256": Text(hex_length=64),
+    "audiotok_version": Text(max_length=64),
+    "sample_rate": Integer(1, 1 << 20),
+    "hop": Integer(1, 1 << 20),
+    "receptive_field": Integer(1, 1 << 20),
+    "schema": Integer(0, 1 << 20),
+    "frame_rule": Choice(FRAME_RULES),
+    "feature_norm": Choice(FEATURE_NORMS),
+    "channel": ChoiceOrInteger((CHANNEL_MEAN,), 0, MAX_CHANNEL_INDEX),
+    "licence": Text(optional=True),
+    "provenance": JsonObject(),
+    "agreement": JsonObject(),
+}
 
 
 @dataclass(frozen=True)
@@ -42,29 +75,37 @@ class Manifest:
     hop: int = HOP_SAMPLES
     receptive_field: int = RECEPTIVE_FIELD_SAMPLES
     schema: int = MANIFEST_SCHEMA
+    # Processor options (schema 1 bundles without them read as audiotok's defaults). frame_rule "pad":
+    # a partial last frame is zero-padded to a full one (audioTokenizer's rule); feature_norm "l2": the
+    # graph scales features to unit length before the nearest centroid; channel: "mean" or an index.
+    frame_rule: str = "floor"
+    feature_norm: str = "none"
+    channel: int | str = "mean"
     licence: str | None = None  # the encoder's licence where its model card states one
     provenance: dict[str, Any] = field(default_factory=dict)  # versions, centroid source, training
     agreement: dict[str, Any] = field(default_factory=dict)  # measured at export time
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(asdict(self), sort_keys=True, allow_nan=False)  # readers refuse NaN
 
     @classmethod
-    def from_json(cls, text: str, *, source: str = "bundle") -> Manifest:
+    def from_json(cls, text: str | bytes, *, source: str = "bundle") -> Manifest:
+        """The manifest in ``text``, validated; a BundleError naming ``source`` otherwise."""
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BundleError(f"{source}: its audiotok manifest is not valid JSON ({exc.msg})") from None
+            data = load_bounded_json(text, max_bytes=MAX_MANIFEST_BYTES)
+        except JsonRuleError as exc:
+            raise BundleError(f"{source}: its audiotok manifest cannot be used: {exc}") from None
         if not isinstance(data, dict):
             raise BundleError(f"{source}: its audiotok manifest is not a JSON object")
         return cls.from_dict(data, source=source)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "bundle") -> Manifest:
+        """Check every known field against ``FIELD_RULES``, then build; unknown keys are ignored."""
         schema = data.get("schema")
-        if schema != MANIFEST_SCHEMA:
+        if type(schema) is not int or schema != MANIFEST_SCHEMA:
             raise BundleError(
-                f"{source}: manifest schema {schema!r} is not supported by this audiotok "
+                f"{source}: manifest schema {shown(schema)} is not supported by this audiotok "
                 f"(it reads schema {MANIFEST_SCHEMA}); upgrade audiotok or re-export the bundle"
             )
         known = set(cls.__dataclass_fields__)
@@ -74,6 +115,11 @@ class Manifest:
         )
         if missing:
             raise BundleError(f"{source}: manifest lacks {', '.join(missing)}")
+        for name in sorted(known & set(data)):
+            try:
+                FIELD_RULES.get(name, AnyJson()).check(name, data[name])
+            except JsonRuleError as exc:
+                raise BundleError(f"{source}: manifest field {exc}") from None
         manifest = cls(**{k: v for k, v in data.items() if k in known})
         manifest.check(source)
         return manifest
@@ -90,5 +136,3 @@ class Manifest:
             raise BundleError(f"{source}: unknown normalization {self.normalization!r}")
         if self.precision not in PRECISIONS:
             raise BundleError(f"{source}: unknown precision {self.precision!r}")
-        if self.k < 1 or self.dim < 1 or self.layer < 0:
-            raise BundleError(f"{source}: manifest has k={self.k}, dim={self.dim}, layer={self.layer}")

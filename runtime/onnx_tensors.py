@@ -11,6 +11,7 @@ TensorProto.dims = 1, data_type = 2, float_data = 4, name = 8, raw_data = 9, dat
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from collections.abc import Callable, Iterator
@@ -106,7 +107,7 @@ def _tensor(buf: memoryview, want: Callable[[TensorInfo], bool]) -> tuple[Tensor
         array = np.frombuffer(bytes(floats), dtype=dtype)
     else:
         array = np.zeros(0, dtype)
-    count = int(np.prod(info.dims, dtype=np.int64))
+    count = math.prod(info.dims)  # Python ints: crafted dims cannot overflow into a matching count
     if array.size != count:
         raise BundleError(f"initializer {name}: {array.size} values for shape {info.dims}")
     return info, array.reshape(info.dims).astype(dtype.newbyteorder("="))
@@ -134,6 +135,8 @@ def read_initializers(path: str | os.PathLike, want: Callable[[TensorInfo], bool
             raise BundleError(f"{path}: empty file") from None
     try:
         return _scan(memoryview(mapped), want)
+    except BundleError as exc:  # the wire-format reader's messages do not know the file's name
+        raise BundleError(f"{path}: {exc}") from None
     finally:
         try:
             mapped.close()

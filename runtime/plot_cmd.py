@@ -18,7 +18,9 @@ import numpy as np
 
 from .audio import file_blocks
 from .constants import SAMPLE_RATE
+from .engine_options import add_provider_argument
 from .errors import AudioError, SettingsError
+from .preprocess import prepared_blocks
 from .plotting import image_format, new_figure, save_figure
 from .tokenizer import Tokenizer
 from .unit_plot import PlotWindow, draw_units_figure
@@ -32,8 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=None, help="seconds drawn (None: to the end of the file)")
     parser.add_argument("--width", type=int, default=1600, help="image width in pixels")
     parser.add_argument("--height", type=int, default=900, help="image height in pixels")
-    parser.add_argument("--provider", action="append", default=None,
-                        help="onnxruntime execution provider (cpu, cuda, ...)")
+    add_provider_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError("--start must be >= 0 and --seconds > 0")
     figure = new_figure(args.width, args.height)  # fails early when matplotlib is missing
     tokenizer = Tokenizer(args.bundle, providers=args.provider)
-    blocks = list(file_blocks(args.audio))
+    blocks = list(file_blocks(args.audio, channel=tokenizer.preprocess.channel))
     if not blocks:
         raise AudioError(f"{args.audio}: empty audio (no samples)")
     samples = np.concatenate(blocks)
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if args.start >= duration:
         raise AudioError(f"{args.audio}: --start {args.start} s is past the end ({duration:.2f} s)")
     stop = duration if args.seconds is None else min(duration, args.start + args.seconds)
-    units = tokenizer.tokenize_blocks(iter([samples]), source=args.audio)
+    _, prepared = prepared_blocks(lambda: iter([samples]), tokenizer.preprocess)  # the bundle's frame rule
+    units = tokenizer.tokenize_blocks(prepared, source=args.audio)
     m = tokenizer.manifest
     title = f"{Path(args.audio).name}: {m.encoder} layer {m.layer}, k={m.k}"
     draw_units_figure(figure, samples, units, PlotWindow(args.start, stop), k=m.k, title=title)

@@ -41,8 +41,17 @@ def image_format(path: str | Path) -> str:
     return fmt
 
 
+PNG_SOFTWARE = "audiotok"  # the PNG Software chunk: marks an image audiotok may replace (train's usage plot)
+
+
 def save_figure(figure, path: str | Path) -> None:
     """Save atomically (temp file, then rename), in the format the name's extension says."""
     fmt = image_format(path)
+    metadata = {"Software": PNG_SOFTWARE} if fmt == "png" else None
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format=fmt, dpi=DPI)
+        figure.savefig(tmp, format=fmt, dpi=DPI, metadata=metadata)
+
+
+def is_audiotok_png(content: bytes) -> bool:
+    """Whether ``content`` is a PNG that :func:`save_figure` wrote (its Software text chunk says so)."""
+    return content.startswith(b"\x89PNG\r\n\x1a\n") and b"Software\x00" + PNG_SOFTWARE.encode() in content[:4096]

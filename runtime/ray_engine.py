@@ -71,6 +71,22 @@ class _ActorWorker:
         return {"result": np.array(results, dtype=object)}
 
 
+def _audiotok_cause(exc: BaseException) -> AudiotokError | None:
+    """The AudiotokError a Ray task raised, found through Ray's wrappers (``cause``, ``__cause__``)."""
+    seen: set[int] = set()
+    node: BaseException | None = exc
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        inner = getattr(node, "cause", None)  # RayTaskError: may itself subclass the cause's type
+        if isinstance(inner, BaseException):
+            node = inner
+        elif isinstance(node, AudiotokError):
+            return node
+        else:
+            node = node.__cause__
+    return None
+
+
 class RayEngine:
     def __init__(self, address: str | None = None, jobs: int | None = None, cpus_per_worker: int = 1) -> None:
         self.address = address
@@ -85,8 +101,10 @@ class RayEngine:
         if not ray.is_initialized():
             check_reachable(self.address)
             try:
+                # log_to_driver=False: the cluster's own logs (a node lost, an actor restarted) stay in its
+                # log folder; what the user needs reaches them as results or as one error line
                 ray.init(address=self.address, logging_level=logging.ERROR, include_dashboard=False,
-                         configure_logging=True)
+                         configure_logging=True, log_to_driver=False)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 where = self.address or "a local Ray"
                 raise AudiotokError(f"cannot start or join {where}: {str(exc).splitlines()[0][:200]}") from None
@@ -119,6 +137,9 @@ class RayEngine:
                 for row in dataset.iter_rows():
                     yield pickle.loads(row["result"])
             except ray.exceptions.RayError as exc:  # actors that keep dying, a lost node: not one bad file
+                cause = _audiotok_cause(exc)
+                if cause is not None:  # e.g. a BundleError a worker raised: the same line as a local run
+                    raise cause from None
                 first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
                 raise AudiotokError(f"the Ray job failed ({first}); finished results are kept") from None
         finally:

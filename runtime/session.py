@@ -8,17 +8,20 @@ because a tokenizer that refuses to start is worse than a slower one.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import onnxruntime as ort
 
 from .constants import MANIFEST_KEY
 from .errors import BundleError
+from .file_kind import require_regular_file
+from .log import log
 from .manifest import Manifest
+from .native_stderr import Captured, captured_stderr, library_message
 
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "units"
+FLOAT_TENSOR = "tensor(float)"  # the waveform is always fed as float32, whatever the graph's precision
+INTEGER_TENSORS = {f"tensor({t})" for t in ("int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8")}
 
 _PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -48,8 +51,8 @@ def resolve_providers(requested: list[str] | str | None) -> list[str]:
             if full not in chosen:
                 chosen.append(full)
         else:
-            print(f"audiotok: warning: execution provider {name!r} is not available in this onnxruntime "
-                  f"(available: {', '.join(available)}); falling back to CPU", file=sys.stderr)
+            log.warning("execution provider %r is not available in this onnxruntime (available: %s); "
+                        "falling back to CPU", name, ", ".join(available))
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen
@@ -68,23 +71,47 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
 def open_session(bundle: str | os.PathLike, *, providers: list[str] | str | None = None,
                  threads: int | None = None) -> tuple[ort.InferenceSession, Manifest]:
-    path = Path(bundle)
-    if not path.exists():
-        raise BundleError(f"{path}: no such file")
-    if path.is_dir():
-        raise BundleError(f"{path}: is a folder, not an ONNX bundle")
+    path = require_regular_file(bundle, BundleError, what="an ONNX bundle")  # a FIFO would block the load
+    chosen = resolve_providers(providers)
+    noise = Captured()
     try:
-        session = ort.InferenceSession(str(path), session_options(threads), providers=resolve_providers(providers))
+        with captured_stderr() as noise:  # onnxruntime logs load failures to fd 2 before raising
+            session = ort.InferenceSession(str(path), session_options(threads), providers=chosen)
     except Exception as exc:  # onnxruntime raises several private exception types here
-        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        detail = library_message(exc, noise, limit=160)
         raise BundleError(f"{path}: not a valid ONNX model, or a truncated one ({detail})") from None
     metadata = session.get_modelmeta().custom_metadata_map
     if MANIFEST_KEY not in metadata:
         raise BundleError(f"{path}: an ONNX model, but not an audiotok bundle (no '{MANIFEST_KEY}' manifest)")
     manifest = Manifest.from_json(metadata[MANIFEST_KEY], source=str(path))
-    inputs = [i.name for i in session.get_inputs()]
-    outputs = [o.name for o in session.get_outputs()]
-    if inputs != [INPUT_NAME] or OUTPUT_NAME not in outputs:
-        raise BundleError(f"{path}: expected input '{INPUT_NAME}' and output '{OUTPUT_NAME}', "
-                          f"found inputs {inputs} and outputs {outputs}")
+    check_graph_signature(session, str(path))
     return session, manifest
+
+
+def _declared(arg: ort.NodeArg) -> str:
+    return f"'{arg.name}' {arg.type} {list(arg.shape) if arg.shape is not None else 'of unknown shape'}"
+
+
+def check_graph_signature(session: ort.InferenceSession, source: str) -> None:
+    """The graph must declare ``waveform`` float32 ``[1, samples]`` in and ``units`` integer ``[1, frames]`` out.
+
+    What the graph actually returns is checked again on every run (see ``Tokenizer.units_for_window``);
+    this catches a wrong graph before any audio is read.
+    """
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    found = (f"found inputs {', '.join(_declared(i) for i in inputs[:4]) or 'none'} and outputs "
+             f"{', '.join(_declared(o) for o in outputs[:4]) or 'none'}")
+    if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
+        raise BundleError(f"{source}: expected input '{INPUT_NAME}' and output '{OUTPUT_NAME}', {found}")
+    waveform, units = inputs[0], next(o for o in outputs if o.name == OUTPUT_NAME)
+    if waveform.type != FLOAT_TENSOR or not _batch_of_one(waveform.shape):
+        raise BundleError(f"{source}: input '{INPUT_NAME}' must be {FLOAT_TENSOR} shaped [1, samples], "
+                          f"the graph declares {_declared(waveform)}")
+    if units.type not in INTEGER_TENSORS or not _batch_of_one(units.shape):
+        raise BundleError(f"{source}: output '{OUTPUT_NAME}' must be an integer tensor shaped [1, frames], "
+                          f"the graph declares {_declared(units)}")
+
+
+def _batch_of_one(shape: list | None) -> bool:
+    """Rank 2 with a batch axis that is 1 or symbolic (a name, or unknown)."""
+    return shape is not None and len(shape) == 2 and not (isinstance(shape[0], int) and shape[0] != 1)

@@ -3,8 +3,10 @@
 The encoders are non-causal, so a frame's unit depends on audio after it. A stream therefore runs
 the bundle on windows of *left context + chunk + lookahead* and keeps only the chunk's frames
 (:mod:`windowing` defines those windows on the same 320-sample grid as offline tokenization).
-A chunk becomes final once its lookahead has arrived, so the wait from a chunk's last frame to its
-units is the lookahead plus one window's compute.
+A chunk becomes final once its lookahead has arrived (with no lookahead, once the next frame has:
+a window the input's end cuts short waits for flush() and then runs on every sample to the end, as
+offline), so the wait from a chunk's last frame to its units is the lookahead plus one window's
+compute.
 
 Normalization: bundles whose encoder normalises the waveform (``do_normalize``, manifest
 ``normalization: "utterance"``) do it inside the graph, per graph input. In a stream each window
@@ -30,17 +32,17 @@ from numbers import Integral, Real
 import numpy as np
 
 from .audio import Resampler, check_finite, to_mono_float32
-from .constants import FRAME_SECONDS, HOP_SAMPLES, SAMPLE_RATE, frame_count
+from .constants import FRAME_MS, FRAME_SECONDS, HOP_SAMPLES, SAMPLE_RATE, frame_count
 from .errors import SettingsError
+from .preprocess import CHANNEL_MEAN, padded_length, parse_channel
 from .windowing import UnitsFn, Windower, WindowPolicy
 
-FRAME_MS = 20  # one frame of the shared grid, in milliseconds
 
 # Defaults, chosen with benchmarks/stream_latency.py on a HuBERT-base-size bundle (docs/streaming.md
 # has the table and the reasoning). A frame's units appear lookahead + one window's compute after
 # its audio, so lookahead is short (80 ms). A stream costs window / chunk times the encoder's cost
 # per second of audio: a 640 ms chunk with 640 ms of context makes that 2.1x, about a quarter of a
-# core here, so a board three times slower still keeps up on one core.
+# core here. Whether another machine keeps up is measured there: `audiotok bench`.
 DEFAULT_CHUNK_MS = 640
 DEFAULT_LOOKAHEAD_MS = 80
 DEFAULT_CONTEXT_MS = 640
@@ -74,9 +76,12 @@ class StreamSettings:
     lookahead_ms: float = DEFAULT_LOOKAHEAD_MS  # audio after the chunk each window sees
     context_ms: float = DEFAULT_CONTEXT_MS  # audio before the chunk each window sees
     sample_rate: int = SAMPLE_RATE  # of the samples passed to accept(); resampled to 16 kHz
+    channel: int | str = CHANNEL_MEAN  # of multichannel blocks: "mean" mixes them, an index takes one
+    pad_last_frame: bool = False  # at flush, a partial last frame is zero-padded to a full one
 
     def __post_init__(self) -> None:
         self.policy  # noqa: B018 - validates the three lengths
+        parse_channel(self.channel)
         rate = self.sample_rate
         if isinstance(rate, bool) or not isinstance(rate, Integral) or rate <= 0:
             raise SettingsError(f"sample rate must be a positive whole number of Hz, got {rate!r}")
@@ -146,7 +151,7 @@ class Stream:
         """Take a block (float or integer PCM, ``(n,)`` or ``(n, channels)``); return what became final."""
         if self._finished:
             raise RuntimeError("this stream was flushed; call reset() to start a new one")
-        mono = to_mono_float32(samples, source="stream")
+        mono = to_mono_float32(samples, source="stream", channel=self.settings.channel)
         check_finite(mono, source="stream", offset=self._accepted, rate=self.settings.sample_rate)
         self._accepted += len(mono)
         return self._chunks(self._windower.push(self._resample(mono)))
@@ -157,7 +162,11 @@ class Stream:
             return []
         self._finished = True
         tail = self._resample(np.zeros(0, np.float32), last=True)
-        return self._chunks(self._windower.push(tail) + self._windower.finish())
+        pieces = self._windower.push(tail)
+        if self.settings.pad_last_frame and self._windower.samples_received:
+            received = self._windower.samples_received
+            pieces += self._windower.push(np.zeros(padded_length(received) - received, np.float32))
+        return self._chunks(pieces + self._windower.finish())
 
     @staticmethod
     def _chunks(pieces: list[tuple[int, np.ndarray]]) -> list[UnitChunk]:

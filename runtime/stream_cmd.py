@@ -5,8 +5,10 @@ audio file fed as a stream (to check settings against `audiotok tokenize`). Each
 bundle runs on is --context-ms of past audio + a --chunk-ms chunk + --lookahead-ms of future
 audio; the chunk's units are printed (and flushed) once its lookahead has arrived, so a frame's
 unit appears about lookahead + one window's compute after its audio. End of input, --seconds
-and Ctrl-C all print the remaining frames and exit 0. Overruns (audio lost because the device or
-the tokenizer fell behind) are reported on stderr.
+and Ctrl-C all print the remaining frames and exit 0; input that ends before its first sample
+is an error, as in `audiotok tokenize` ("empty audio"). A read error or broken audio mid-stream
+prints the remaining frames of what arrived, then one error line (exit 1). Overruns (audio lost
+because the device or the tokenizer fell behind) are reported on stderr.
 
 txt prints each chunk's units as one line of space-separated ids; jsonl prints one object per
 chunk: {"frame": index of its first frame, "seconds": its start, "frames": count, "units": [...]}
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -34,12 +37,14 @@ from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
-from .audio import decoded_blocks, open_audio
-from .errors import AudiotokError, SettingsError
+from .audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decoded_blocks, open_audio
+from .engine_options import add_provider_argument
+from .errors import AudioError, AudiotokError, BundleError, SettingsError
 from .pcm import pcm_blocks
+from .preprocess import CHANNEL_MEAN, parse_channel
 from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, StreamSettings, UnitChunk
 from .tokenizer import Tokenizer
-from .units import dedup
+from .unit_runs import dedup
 
 if TYPE_CHECKING:
     from .microphone import Microphone
@@ -48,6 +53,8 @@ STREAM_FORMATS = ("txt", "jsonl")  # one line per emitted chunk
 STDIN_RATE = 16_000  # Hz, when --rate is not given for --input -
 FILE_BLOCK_SECONDS = 0.1  # a file is fed in blocks this long, like a live source
 OVERRUN_REPORT_SECONDS = 1.0  # at most one overrun warning per second
+MAX_CHANNELS = 64  # of mic or stdin PCM: more than any capture device a speech stream comes from
+PIPE_EXAMPLE = "e.g. arecord -q -f S16_LE -r 16000 -c 1 | audiotok stream BUNDLE --input -"
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -69,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"sample rate in Hz of the mic or stdin PCM, resampled to 16 kHz (when not given: stdin "
                              f"{STDIN_RATE}; mic {STDIN_RATE} if the device offers it, else its own)")
     parser.add_argument("--channels", type=int, default=1, help="channels of the mic or stdin PCM (mixed to mono)")
+    parser.add_argument("--channel", type=str, default=None,
+                        help="'mean' mixes all channels, N takes channel N alone (0 is the first; audioTokenizer "
+                             "takes 0) (when not given: the bundle's, 'mean' unless exported otherwise)")
     parser.add_argument("--f32le", action="store_true", help="stdin PCM is 32-bit float, not signed 16-bit")
     parser.add_argument("--seconds", type=float, default=None, help="stop after this much audio (when not given: at end of input or Ctrl-C)")
     parser.add_argument("--chunk-ms", type=float, default=DEFAULT_CHUNK_MS,
@@ -80,8 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=STREAM_FORMATS, default="txt", help="txt: one line of ids per chunk; "
                         "jsonl: one object per chunk")
     parser.add_argument("--dedup", action="store_true", help="collapse repeated units, also across chunk edges")
-    parser.add_argument("--provider", action="append", default=None,
-                        help="onnxruntime execution provider (cpu, cuda, ...); repeat for a preference list")
+    add_provider_argument(parser)
     parser.add_argument("--threads", type=int, default=1,
                         help="onnxruntime intra-op threads per stream (1 keeps a stream within one core)")
 
@@ -91,10 +100,10 @@ def _check(args: argparse.Namespace) -> StreamSettings:
     settings = StreamSettings(args.chunk_ms, args.lookahead_ms, args.context_ms)
     if args.seconds is not None and not args.seconds > 0:
         raise SettingsError(f"--seconds must be positive, got {args.seconds:g}")
-    if args.rate is not None and args.rate <= 0:
-        raise SettingsError(f"--rate must be a positive number of Hz, got {args.rate}")
-    if args.channels < 1:
-        raise SettingsError(f"--channels must be at least 1, got {args.channels}")
+    if args.rate is not None and not MIN_SAMPLE_RATE <= args.rate <= MAX_SAMPLE_RATE:
+        raise SettingsError(f"--rate must be {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz, got {args.rate}")
+    if not 1 <= args.channels <= MAX_CHANNELS:
+        raise SettingsError(f"--channels must be 1..{MAX_CHANNELS}, got {args.channels}")
     if args.threads < 1:
         raise SettingsError(f"--threads must be at least 1, got {args.threads}")
     is_file = args.input not in ("mic", "-")
@@ -104,16 +113,38 @@ def _check(args: argparse.Namespace) -> StreamSettings:
         raise SettingsError("--f32le describes raw PCM on stdin; use it with --input -")
     if args.device is not None and args.input != "mic":
         raise SettingsError("--device picks a microphone; use it with --input mic")
+    if args.channel is not None:
+        args.channel = parse_channel(args.channel)
+        if args.channel != CHANNEL_MEAN and not is_file and args.channel >= args.channels:
+            raise SettingsError(f"--channel {args.channel} is beyond the {args.channels} channel(s) of --channels "
+                                f"(channels count from 0)")
+    if args.input == "-":
+        check_stdin()
     return settings
 
 
+def check_stdin() -> None:
+    """stdin must be something to read PCM from: not closed (``<&-``), not a terminal.
+
+    (Python itself refuses to start with a folder on stdin.)
+    """
+    stream = sys.stdin
+    try:
+        fd = stream.fileno() if stream is not None else -1
+        is_open = fd >= 0 and os.fstat(fd) is not None
+    except (OSError, ValueError, AttributeError):
+        is_open = False
+    if not is_open:
+        raise SettingsError(f"--input - reads raw PCM from stdin, but stdin is closed ({PIPE_EXAMPLE})")
+    if stream.isatty():
+        raise SettingsError(f"--input - reads raw PCM from a pipe, but stdin is a terminal ({PIPE_EXAMPLE})")
+
+
 @contextmanager
-def open_source(args: argparse.Namespace) -> Iterator[tuple[int, Iterator[np.ndarray], Microphone | None]]:
-    """(sample rate, blocks, microphone or None) for --input."""
+def open_source(args: argparse.Namespace, channel: int | str = CHANNEL_MEAN
+                ) -> Iterator[tuple[int, Iterator[np.ndarray], Microphone | None]]:
+    """(sample rate, blocks, microphone or None) for --input; a file's ``channel`` is picked as it is decoded."""
     if args.input == "-":
-        if sys.stdin.isatty():
-            raise SettingsError("--input - reads raw PCM from a pipe, but stdin is a terminal "
-                                "(e.g. arecord -q -f S16_LE -r 16000 -c 1 | audiotok stream BUNDLE --input -)")
         rate = args.rate or STDIN_RATE
         yield rate, pcm_blocks(sys.stdin.buffer, encoding="f32le" if args.f32le else "s16le",
                                channels=args.channels, rate=rate), None
@@ -126,7 +157,8 @@ def open_source(args: argparse.Namespace) -> Iterator[tuple[int, Iterator[np.nda
             yield mic.rate, mic.blocks(), mic
     else:
         with open_audio(args.input) as f:
-            yield f.samplerate, decoded_blocks(f, source=args.input, block_seconds=FILE_BLOCK_SECONDS), None
+            yield f.samplerate, decoded_blocks(f, source=args.input, block_seconds=FILE_BLOCK_SECONDS,
+                                               channel=channel, on_failure="the units before it were printed"), None
 
 
 def limit_seconds(blocks: Iterator[np.ndarray], seconds: float | None, rate: int) -> Iterator[np.ndarray]:
@@ -215,15 +247,17 @@ def interrupt_between_blocks() -> Iterator[dict[str, bool]]:
 
 def run(args: argparse.Namespace) -> int:
     settings = _check(args)
-    tokenizer = Tokenizer(args.bundle, providers=args.provider, threads=args.threads)
+    tokenizer = Tokenizer(args.bundle, providers=args.provider, threads=args.threads, channel=args.channel)
     writer = ChunkWriter(sys.stdout, args.format, args.dedup)
-    with open_source(args) as (rate, blocks, mic), interrupt_between_blocks() as state:
+    with open_source(args, tokenizer.preprocess.channel) as (rate, blocks, mic), interrupt_between_blocks() as state:
         stream = tokenizer.stream(chunk_ms=settings.chunk_ms, lookahead_ms=settings.lookahead_ms,
                                   context_ms=settings.context_ms, sample_rate=rate)
         overruns = OverrunReport(mic)
         failure: AudiotokError | None = None
+        received, interrupted = 0, False
         try:
             for block in limit_seconds(blocks, args.seconds, rate):
+                received += len(block)
                 state["busy"] = True
                 writer.write(stream.accept(block))
                 state["busy"] = False
@@ -231,7 +265,9 @@ def run(args: argparse.Namespace) -> int:
                 if state["stop"]:
                     break
         except KeyboardInterrupt:
-            pass
+            interrupted = True
+        except BundleError:  # its units so far cannot be trusted either: nothing more is written
+            raise
         except AudiotokError as exc:  # e.g. the device stopped: what arrived before it is still good
             failure = exc
         state["busy"] = True  # a second Ctrl-C during the final flush waits for it
@@ -239,4 +275,6 @@ def run(args: argparse.Namespace) -> int:
         overruns.check(final=True)
     if failure is not None:
         raise failure
+    if received == 0 and not (interrupted or state["stop"]):  # the same rule as `audiotok tokenize`
+        raise AudioError(f"{'stdin' if args.input == '-' else args.input}: empty audio (no samples)")
     return 0

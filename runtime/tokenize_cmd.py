@@ -9,6 +9,7 @@ Examples:
   audiotok tokenize units.onnx @train.tsv --format jsonl -o units.jsonl --engine ray --ray-address auto
   audiotok tokenize units.onnx corpus/ --format fairseq -o train.km    # `stem|u1 u2 ...`
   audiotok tokenize units.onnx corpus/ --format npy -o units/          # numpy-readable shards
+  audiotok tokenize units.onnx lecture.flac --max-pass-seconds 150    # up to 150 s in one exact pass
 
 Two ways to write:
   --format jsonl -o FILE   a corpus run: records are appended as files finish (in completion order)
@@ -28,16 +29,19 @@ import sys
 from pathlib import Path
 
 from .corpus import CorpusFile, list_corpus
-from .engine import Engine, WorkerSpec, check_engine_options, threads_per_job
+from .engine import Engine, WorkerSpec, check_engine_options
+from .engine_options import add_engine_arguments, add_provider_argument, make_engine
 from .errors import AudioError, AudiotokError, SettingsError
 from .local_engine import LocalEngine
+from .output import check_record_path, check_target, one_line
+from .preprocess import add_processor_arguments, processor_arguments
 from .progress import CorpusProgress
 from .resume import ResumableJsonl
 from .tokenize_worker import TokenizeWorker
 from .tokenizer import Tokenizer
 from .unit_formats import FORMATS, open_writer
+from .windowing import DEFAULT_MAX_PASS_SECONDS, one_pass_samples
 
-ENGINES = ("local", "ray")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,41 +56,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default="-",
                         help="write here instead of stdout (jsonl: resumable corpus run; else atomically); "
                              "a folder for --format npy")
-    parser.add_argument("--jobs", type=int, default=None,
-                        help="parallel workers, each with its own model: local processes (default 1), "
-                             "or Ray actors (default: the cluster's CPUs / --threads)")
-    parser.add_argument("--engine", choices=ENGINES, default="local",
-                        help="local: processes on this machine; ray: a Ray Data actor pool")
-    parser.add_argument("--ray-address", default=None,
-                        help="Ray cluster to join (`auto`, HOST:6379); default: start a local Ray")
+    add_engine_arguments(parser, workers="parallel workers, each with its own model",
+                         threads="intra-op threads per worker (default: cores // jobs locally, 1 per Ray actor; "
+                                 "onnxruntime's default for a single job)")
     parser.add_argument("--overwrite", action="store_true",
                         help="with --format jsonl -o FILE: discard FILE's records and start over")
-    parser.add_argument("--provider", action="append", default=None,
-                        help="onnxruntime execution provider (cpu, cuda, ...); repeat for a preference list")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="intra-op threads per worker (default: cores // jobs locally, 1 per Ray actor; "
-                             "onnxruntime's default for a single job)")
+    add_provider_argument(parser)
+    add_processor_arguments(parser, trim_note="; jsonl records then carry the first kept frame's offset "
+                                               "in seconds")
+    parser.add_argument("--max-pass-seconds", default=DEFAULT_MAX_PASS_SECONDS, metavar="S",
+                        help="files up to S seconds run in one pass: exactly the encoder's units for the whole "
+                             "file. Longer files run in 30 s windows with 3 s of context on each side, in flat "
+                             "memory. Raise it (e.g. 150) for the reference units of long files: memory grows "
+                             "with the square of the pass length (README: Exact units and memory)")
 
 
 def _check(args: argparse.Namespace) -> None:
     check_engine_options(args.jobs, args.threads, args.engine, args.ray_address)
+    args.channel, args.trim_silence = processor_arguments(args)
+    args.max_pass_seconds = max_pass_seconds(args.max_pass_seconds)
     if args.overwrite and not resumable(args):
         raise SettingsError("--overwrite applies to a resumable run (--format jsonl -o FILE)")
 
 
+def max_pass_seconds(text: str | float) -> float:
+    """``--max-pass-seconds`` as a float, checked here so that a bad value fails before any audio is read."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise SettingsError(f"--max-pass-seconds must be a number of seconds, got {text!r}") from None
+    one_pass_samples(seconds, "--max-pass-seconds")
+    return seconds
+
+
 def resumable(args: argparse.Namespace) -> bool:
     return args.format == "jsonl" and args.output not in (None, "-")
-
-
-def make_engine(args: argparse.Namespace) -> tuple[Engine, int | None]:
-    """The engine and the threads each of its workers gets."""
-    if args.engine == "ray":
-        from .ray_engine import RayEngine
-
-        threads = args.threads or 1
-        return RayEngine(args.ray_address, args.jobs, cpus_per_worker=threads), threads
-    jobs = args.jobs or 1
-    return LocalEngine(jobs), threads_per_job(jobs, args.threads)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,15 +98,20 @@ def run(args: argparse.Namespace) -> int:
     files = list_corpus(args.audio)
     if not files:
         raise AudioError(f"no audio files found in {', '.join(args.audio)} (looked for wav, flac, ogg, mp3, ...)")
-    engine, threads = make_engine(args)
+    _check_outputs(args, files)
+    engine, threads = make_engine(args.engine, args.jobs, args.threads, args.ray_address)
     in_process = isinstance(engine, LocalEngine) and engine.jobs == 1
     # Open the bundle here first: a bad bundle is one clear error before any worker starts.
-    tokenizer = Tokenizer(args.bundle, providers=args.provider, threads=threads if in_process else 1)
+    tokenizer = Tokenizer(args.bundle, providers=args.provider, threads=threads if in_process else 1,
+                          max_pass_seconds=args.max_pass_seconds, channel=args.channel, trim_db=args.trim_silence)
     spec = WorkerSpec(TokenizeWorker, {"bundle": str(Path(args.bundle).absolute()), "providers": args.provider,
-                                       "threads": threads})
+                                       "threads": threads, "max_pass_seconds": args.max_pass_seconds,
+                                       "channel": args.channel, "trim_db": args.trim_silence})
     local_worker = TokenizeWorker(tokenizer=tokenizer) if in_process else None
     if resumable(args):
-        identity = {"bundle": str(Path(args.bundle).absolute()), **_bundle_identity(tokenizer)}
+        identity = {"bundle": str(Path(args.bundle).absolute()), **_bundle_identity(tokenizer),
+                    **_preprocess_identity(tokenizer),
+                    "max_pass_seconds": args.max_pass_seconds}  # another limit gives other units past 30 s
         del tokenizer
         return _run_resumable(args, files, engine, spec, local_worker, identity)
     k = tokenizer.manifest.k
@@ -110,10 +119,30 @@ def run(args: argparse.Namespace) -> int:
     return _run_all_or_nothing(args, files, engine, spec, local_worker, k)
 
 
+def _check_outputs(args: argparse.Namespace, files: list[CorpusFile]) -> None:
+    """Refuse what the output could not hold, before any work: a path that would forge records, a folder -o."""
+    if args.format != "jsonl":
+        for item in files:
+            check_record_path(item.path, args.format)
+    if args.format != "npy" and args.output not in (None, "-"):
+        check_target(args.output)
+
+
 def _bundle_identity(tokenizer: Tokenizer) -> dict:
     m = tokenizer.manifest
     return {"centroids_sha256": m.centroids_sha256, "encoder": m.encoder, "layer": m.layer, "k": m.k,
             "normalization": m.normalization, "precision": m.precision}
+
+
+def _preprocess_identity(tokenizer: Tokenizer) -> dict:
+    """Processor options that change the units (only those set away from the defaults, so records
+    written before these options existed still resume)."""
+    pre, identity = tokenizer.preprocess, {}
+    if pre.channel != "mean":
+        identity["channel"] = pre.channel
+    if pre.trim_db:
+        identity["trim_silence_db"] = pre.trim_db
+    return identity
 
 
 def _run_all_or_nothing(args, files: list[CorpusFile], engine: Engine, spec: WorkerSpec, local_worker,
@@ -125,7 +154,7 @@ def _run_all_or_nothing(args, files: list[CorpusFile], engine: Engine, spec: Wor
             for result in engine.map(spec, files, ordered=True, local_worker=local_worker):
                 if result.error is not None:
                     raise AudioError(result.error)
-                writer.write(result.path, result.units)
+                writer.write(result.path, result.units, result.offset)
                 progress.update(result.seconds)
     finally:
         progress.close()
@@ -147,10 +176,10 @@ def _run_resumable(args, files: list[CorpusFile], engine: Engine, spec: WorkerSp
         for result in engine.map(spec, todo, ordered=False, local_worker=local_worker):
             if result.error is not None:
                 out.record_error(result.path, result.error)
-                progress.note(f"audiotok: warning: {result.error}")
+                progress.note(f"audiotok: warning: {one_line(result.error)}")
                 progress.update(0.0, failed=True)
             else:
-                out.write(result.path, result.units)
+                out.write(result.path, result.units, result.offset)
                 progress.update(result.seconds)
     finally:
         progress.close()

@@ -9,7 +9,7 @@ import numpy as np
 
 from .constants import FRAME_SECONDS
 from .corpus import CorpusFile
-from .errors import AudiotokError
+from .errors import AudiotokError, BundleError
 from .tokenizer import Tokenizer
 
 
@@ -20,6 +20,7 @@ class FileResult:
     path: str
     units: np.ndarray | None
     error: str | None = None
+    offset: int | None = None  # with --trim-silence: the 16 kHz sample the first unit starts at
 
     @property
     def seconds(self) -> float:
@@ -28,15 +29,21 @@ class FileResult:
 
 
 class TokenizeWorker:
-    """One bundle loaded in one process; ``worker(file)`` never raises for a bad file."""
+    """One bundle loaded in one process; ``worker(file)`` never raises for a bad file, only for a bad bundle."""
 
     def __init__(self, bundle: str | os.PathLike | None = None, *, providers: list[str] | None = None,
-                 threads: int | None = None, tokenizer: Tokenizer | None = None) -> None:
-        self.tokenizer = tokenizer or Tokenizer(bundle, providers=providers, threads=threads)
+                 threads: int | None = None, max_pass_seconds: float | None = None,
+                 tokenizer: Tokenizer | None = None, channel: int | str | None = None,
+                 trim_db: float | None = None) -> None:
+        self.tokenizer = tokenizer or Tokenizer(bundle, providers=providers, threads=threads,
+                                                max_pass_seconds=max_pass_seconds, channel=channel, trim_db=trim_db)
 
     def __call__(self, item: CorpusFile) -> FileResult:
         try:
-            return FileResult(item.path, self.tokenizer.tokenize(item.path))
+            units, offset = self.tokenizer.tokenize_with_offset(item.path)
+            return FileResult(item.path, units, offset=offset if self.tokenizer.preprocess.trim_db else None)
+        except BundleError:  # the bundle is broken, not this file: the run stops with the bundle's name
+            raise
         except AudiotokError as exc:
             return FileResult(item.path, None, str(exc))
         except Exception as exc:  # a decoder or onnxruntime failure on one file must not end a corpus run

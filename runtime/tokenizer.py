@@ -4,24 +4,38 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from .audio import array_blocks, file_blocks
-from .constants import RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
-from .errors import AudioError
+from .constants import RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE, frame_count
+from .errors import AudioError, BundleError, SettingsError
+from .native_stderr import Captured, captured_stderr, library_message
+from .preprocess import Preprocess, prepared_blocks
 from .session import INPUT_NAME, OUTPUT_NAME, open_session
 from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, Stream, StreamSettings
-from .windowing import WindowPolicy, Windower
-
-# Inputs up to 30 s run in one pass, exactly as the encoder sees a whole utterance. Longer ones run
-# in 30 s windows that emit their middle 24 s and see 3 s of context on each side: enough for the
-# transformer's effective context, at 1.25x the compute of one pass, in flat memory.
-OFFLINE_POLICY = WindowPolicy(chunk_frames=1200, context_frames=150, lookahead_frames=150,
-                              one_pass_samples=30 * 16_000)
+from .windowing import OFFLINE_POLICY, WindowPolicy, Windower, one_pass_samples
 
 AudioInput = str | os.PathLike | np.ndarray
+
+
+def checked_units(output: np.ndarray, n_samples: int, k: int, source: str) -> np.ndarray:
+    """``output[0]`` as int64 when it is what a bundle promises for ``n_samples``: integer ids shaped
+    ``[1, frame_count(n_samples)]``, each in ``0..k-1``; a BundleError naming ``source`` otherwise."""
+    output = np.asarray(output)
+    frames = frame_count(n_samples)
+    if not np.issubdtype(output.dtype, np.integer):
+        raise BundleError(f"{source}: the graph's '{OUTPUT_NAME}' output is {output.dtype}, not integer unit ids")
+    if output.shape != (1, frames):
+        raise BundleError(f"{source}: the graph gave '{OUTPUT_NAME}' shaped {list(output.shape)} for {n_samples} "
+                          f"samples; a bundle gives [1, {frames}] (one unit per 20 ms frame)")
+    units = output[0]
+    if units.size and (int(units.min()) < 0 or int(units.max()) >= k):
+        raise BundleError(f"{source}: the graph gave unit ids in {int(units.min())}..{int(units.max())}, "
+                          f"outside its manifest's 0..{k - 1} (k={k})")
+    return units.astype(np.int64, copy=False)
 
 
 class Tokenizer:
@@ -32,46 +46,98 @@ class Tokenizer:
     """
 
     def __init__(self, bundle: str | os.PathLike, *, providers: list[str] | str | None = None,
-                 threads: int | None = None, policy: WindowPolicy = OFFLINE_POLICY) -> None:
+                 threads: int | None = None, max_pass_seconds: float | None = None,
+                 policy: WindowPolicy = OFFLINE_POLICY, channel: int | str | None = None,
+                 trim_db: float | None = None) -> None:
+        """``max_pass_seconds``: inputs up to this long run in one pass, giving exactly the encoder's
+        units for the whole input; longer ones run in ``policy``'s windows. None keeps the policy's
+        limit (30 s for the default policy). ``channel`` (``"mean"`` or an index) overrides the
+        bundle's; ``trim_db`` trims leading and trailing silence (off by default, as audioTokenizer
+        tokenizes). The frame rule is the bundle's."""
+        if max_pass_seconds is not None:
+            policy = replace(policy, one_pass_samples=one_pass_samples(max_pass_seconds))
         self.path = Path(bundle)
         self.session, self.manifest = open_session(bundle, providers=providers, threads=threads)
         self.policy = policy
+        self.preprocess = Preprocess(channel=self.manifest.channel if channel is None else channel,
+                                     trim_db=trim_db, pad_last_frame=self.manifest.frame_rule == "pad")
 
     @property
     def providers(self) -> list[str]:
         return self.session.get_providers()
 
     def units_for_window(self, samples: np.ndarray) -> np.ndarray:
-        """Run the graph once on 16 kHz mono samples; one unit per frame, none under 400 samples."""
+        """Run the graph once on 16 kHz mono samples; one unit per frame, none under 400 samples.
+
+        The output is checked before anyone sees it (see :func:`checked_units`): a bundle from a
+        stranger must fail with its own name, not hand out ids that are not units.
+        """
         if len(samples) < RECEPTIVE_FIELD_SAMPLES:
             return np.zeros(0, np.int64)
         batch = np.ascontiguousarray(samples, dtype=np.float32)[None, :]
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0][0]
+        return checked_units(self._run_graph(batch), len(samples), self.manifest.k, str(self.path))
+
+    def _run_graph(self, batch: np.ndarray) -> np.ndarray:
+        """One session run with onnxruntime's own stderr lines captured: dropped, or the error's reason."""
+        noise = Captured()
+        try:
+            with captured_stderr() as noise:
+                return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        except Exception as exc:  # onnxruntime's private exception types (a node failed, out of memory)
+            raise BundleError(f"{self.path}: the graph failed on {batch.shape[1] / SAMPLE_RATE:.2f} s of audio "
+                              f"({library_message(exc, noise)})") from None
 
     def stream(self, *, chunk_ms: float = DEFAULT_CHUNK_MS, lookahead_ms: float = DEFAULT_LOOKAHEAD_MS,
-               context_ms: float = DEFAULT_CONTEXT_MS, sample_rate: int = SAMPLE_RATE) -> Stream:
+               context_ms: float = DEFAULT_CONTEXT_MS, sample_rate: int = SAMPLE_RATE,
+               settings: StreamSettings | None = None) -> Stream:
         """A :class:`~audiotok.runtime.stream.Stream` over this bundle for live audio at ``sample_rate``.
 
         Lengths are milliseconds on the 20 ms frame grid; bad values raise SettingsError here,
-        before any audio is read.
+        before any audio is read. ``settings`` passes them as one :class:`StreamSettings` instead
+        (then the keyword lengths stay unset). The channel and last-frame rule are the bundle's:
+        a ``settings`` that asks for others is refused rather than silently overridden.
         """
-        return Stream(self.units_for_window, StreamSettings(chunk_ms, lookahead_ms, context_ms, sample_rate))
+        bundle = {"channel": self.preprocess.channel, "pad_last_frame": self.preprocess.pad_last_frame}
+        if settings is None:
+            settings = StreamSettings(chunk_ms, lookahead_ms, context_ms, sample_rate)
+        elif (chunk_ms, lookahead_ms, context_ms, sample_rate) != (DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_MS,
+                                                                   DEFAULT_CONTEXT_MS, SAMPLE_RATE):
+            raise SettingsError("pass the stream's lengths and rate either as settings= or as keywords, not both")
+        for name, value in bundle.items():
+            given = getattr(settings, name)
+            if given != value and given != getattr(StreamSettings, name):
+                raise SettingsError(f"stream settings ask for {name}={given!r}, but {self.path} was exported with "
+                                    f"{name}={value!r}")
+        return Stream(self.units_for_window, replace(settings, **bundle))
 
     def tokenize(self, audio: AudioInput, sample_rate: int | None = None) -> np.ndarray:
         """Units of a file path, or of samples (float or int PCM, ``(n,)`` or ``(n, channels)``).
 
-        Arrays need their ``sample_rate``; files carry their own. Audio is mixed to mono and
-        resampled to 16 kHz with soxr. Audio shorter than 400 samples gives zero units.
+        Arrays need their ``sample_rate``; files carry their own. Audio is mixed to mono (or one
+        channel is taken) and resampled to 16 kHz with soxr, then trimmed and padded as this
+        tokenizer's :attr:`preprocess` says. Audio shorter than 400 samples gives zero units.
         """
+        return self.tokenize_with_offset(audio, sample_rate)[0]
+
+    def tokenize_with_offset(self, audio: AudioInput, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+        """Units, and the 16 kHz sample the first of them starts at (not 0 only when silence was trimmed)."""
+        channel = self.preprocess.channel
         if isinstance(audio, (str, os.PathLike)):
             if sample_rate is not None:
                 raise TypeError("sample_rate is read from the file; pass it only with an array")
-            blocks, source = file_blocks(audio), str(audio)
+            source = str(audio)
+
+            def open_blocks():
+                return file_blocks(audio, channel=channel)
         else:
             if sample_rate is None:
                 raise TypeError("tokenize(samples) needs sample_rate=...")
-            blocks, source = array_blocks(audio, sample_rate), "samples"
-        return self.tokenize_blocks(blocks, source=source)
+            source = "samples"
+
+            def open_blocks():
+                return array_blocks(audio, sample_rate, channel=channel)
+        offset, blocks = prepared_blocks(open_blocks, self.preprocess)
+        return self.tokenize_blocks(blocks, source=source), offset
 
     def tokenize_blocks(self, blocks: Iterable[np.ndarray], *, source: str = "audio") -> np.ndarray:
         """Units of a stream of 16 kHz mono float32 blocks (what :mod:`audio` yields)."""

@@ -17,12 +17,17 @@ are staged beside the target and renamed into place, so a failed run never leave
 
   File ``i``'s units are ``np.load(f"units-{shard:05d}.npy", mmap_mode="r")[offset:offset + length]``.
   A file never spans two shards.
+
+  ``-o FOLDER`` may name a new or empty folder, or a units folder audiotok wrote (a strict
+  ``meta.json`` and only the files above); anything else is refused untouched. Replacing a units
+  folder deletes only its own files, by name.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -32,23 +37,22 @@ from typing import IO, Protocol
 import numpy as np
 
 from .constants import FRAME_SECONDS
-from .errors import AudiotokError, SettingsError
-from .output import format_record, stage_beside
-from .units import dedup as dedup_units
+from .errors import SettingsError
+from .output import OutputError, check_record_path, format_record, replace_into, stage_beside
+from .output_lock import FolderLock
+from .side_files import read_json_object
+from .unit_runs import dedup as dedup_units
 
 FORMATS = ("txt", "jsonl", "fairseq", "npy")
 FOLDER_FORMAT = "audiotok-units"  # meta.json "format" of an npy units folder
 FOLDER_VERSION = 1
 SHARD_UNITS = 16 * 1024 * 1024  # units per shard before a new one starts: 32 MiB as uint16, ~93 h at 50 Hz
 INDEX_COLUMNS = ("path", "shard", "offset", "length", "frames")
-
-
-class OutputError(AudiotokError):
-    """Units that cannot be written in the requested format."""
+OWN_FILES = re.compile(r"meta\.json|index\.tsv|(units|durations)-\d{5}\.npy")  # all a units folder holds
 
 
 class UnitWriter(Protocol):
-    def write(self, path: str, units: np.ndarray) -> None: ...
+    def write(self, path: str, units: np.ndarray, offset: int | None = None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -94,20 +98,25 @@ class LineWriter(_Writer):
         else:
             self._target = Path(output)
             self._staged = stage_beside(self._target, folder=False)
-            self._stream = open(self._staged, "w", encoding="utf-8")
+            try:
+                self._stream = open(self._staged, "w", encoding="utf-8")
+            except BaseException:
+                self._staged.unlink(missing_ok=True)
+                raise
 
-    def write(self, path: str, units: np.ndarray) -> None:
+    def write(self, path: str, units: np.ndarray, offset: int | None = None) -> None:
+        check_record_path(Path(path).stem if self.fmt == "fairseq" else path, self.fmt)
         if self.fmt == "fairseq":
             stem = Path(path).stem
-            if "|" in stem or "\n" in stem:
-                raise OutputError(f"{path}: a fairseq unit file cannot hold a name containing '|' or a newline")
+            if "|" in stem:
+                raise OutputError(f"{path}: a fairseq unit file cannot hold a name containing '|'")
             if stem in self._stems:
                 raise OutputError(f"{path} and {self._stems[stem]} have the same stem {stem!r}: fairseq unit files "
                                   f"name utterances by stem; rename one or use --format jsonl")
             self._stems[stem] = path
             line = fairseq_record(path, units, collapse=self.dedup)
         else:
-            line = format_record(path, units, self.fmt, collapse=self.dedup)
+            line = format_record(path, units, self.fmt, collapse=self.dedup, offset=offset)
         self._stream.write(line + "\n")
         if self._staged is None:
             self._stream.flush()  # stdout: let a pipe see each file as soon as it is done
@@ -117,7 +126,11 @@ class LineWriter(_Writer):
             self._stream.flush()
             return
         self._stream.close()
-        os.replace(self._staged, self._target)
+        try:
+            replace_into(self._staged, self._target)
+        except BaseException:
+            self._staged.unlink(missing_ok=True)
+            raise
 
     def abort(self) -> None:
         if self._staged is not None:
@@ -138,25 +151,22 @@ class NpyShardWriter(_Writer):
         if folder in (None, "-"):
             raise SettingsError("--format npy writes a folder of shards: give -o FOLDER")
         self._target = Path(folder)
-        if self._target.exists() and not self._is_units_folder(self._target):
-            raise SettingsError(f"-o {self._target}: exists and is not an audiotok units folder; "
-                                f"choose a new name")
+        check_replaceable_folder(self._target)
         self.k, self.dedup, self.shard_units = int(k), dedup, int(shard_units)
         self.dtype = unit_dtype(self.k)
         self._staged = stage_beside(self._target, folder=True)
-        self._index = open(self._staged / "index.tsv", "w", encoding="utf-8")
+        try:
+            self._index = open(self._staged / "index.tsv", "w", encoding="utf-8")
+        except BaseException:
+            shutil.rmtree(self._staged, ignore_errors=True)
+            raise
         self._index.write("\t".join(INDEX_COLUMNS) + "\n")
         self._units: list[np.ndarray] = []
         self._durations: list[np.ndarray] = []
         self._shard, self._offset, self._files, self._total = 0, 0, 0, 0
 
-    @staticmethod
-    def _is_units_folder(path: Path) -> bool:
-        return path.is_dir() and ((path / "meta.json").is_file() or not any(path.iterdir()))
-
-    def write(self, path: str, units: np.ndarray) -> None:
-        if "\t" in path or "\n" in path:
-            raise OutputError(f"{path!r}: the npy index cannot hold a path containing a tab or a newline")
+    def write(self, path: str, units: np.ndarray, offset: int | None = None) -> None:  # npy keeps no offsets
+        check_record_path(path, "npy")
         units = np.asarray(units)
         if units.size and (units.min() < 0 or units.max() >= self.k):
             raise OutputError(f"{path}: unit ids outside 0..{self.k - 1}")
@@ -188,17 +198,77 @@ class NpyShardWriter(_Writer):
                 "dedup": self.dedup, "files": self._files, "units": self._total, "shards": self._shard,
                 "frame_seconds": FRAME_SECONDS}
         (self._staged / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        old = None
-        if self._target.exists():  # a previous units folder: swap it out, then delete it
-            old = self._target.with_name(f".{self._target.name}.old-{os.getpid()}")
-            os.replace(self._target, old)
-        os.replace(self._staged, self._target)
+        try:
+            with FolderLock(self._target.parent):  # two runs committing to one folder take turns
+                check_replaceable_folder(self._target)  # again: it may have changed during the run
+                old = None
+                if os.path.lexists(self._target):  # a previous units folder (or an empty one): swap it out
+                    old = self._target.with_name(f".{self._target.name}.old-{os.getpid()}")
+                    replace_into(self._target, old)
+                try:
+                    replace_into(self._staged, self._target)
+                except BaseException:
+                    if old is not None:
+                        os.replace(old, self._target)  # put the previous folder back as it was
+                    raise
+        except BaseException:
+            self.abort()
+            raise
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            remove_units_folder(old)
 
     def abort(self) -> None:
         self._index.close()
-        shutil.rmtree(self._staged, ignore_errors=True)
+        shutil.rmtree(self._staged, ignore_errors=True)  # the staging folder: audiotok made all of it
+
+
+def check_replaceable_folder(target: Path) -> None:
+    """Refuse an npy ``-o`` that is not new, empty, or a units folder audiotok wrote (nothing is touched).
+
+    A corpus folder, a dataset with its own ``meta.json``, the current folder: replacing any of them
+    would delete what audiotok did not write.
+    """
+    try:
+        here = Path.cwd().resolve()
+    except OSError:  # the current folder was deleted: nothing to protect there
+        here = None
+    if here is not None and target.resolve() in (here, *here.parents):
+        raise OutputError(f"-o {target}: is the current folder or holds it; give a new folder name")
+    if not os.path.lexists(target):
+        return
+    if target.is_symlink() or not target.is_dir():
+        raise OutputError(f"-o {target}: exists and is not a folder; give a new folder name")
+    entries = sorted(os.listdir(target))
+    if not entries:
+        return
+    foreign = next((e for e in entries if not OWN_FILES.fullmatch(e) or not (target / e).is_file()
+                    or (target / e).is_symlink()), None)
+    reason = f"it holds {ascii(foreign)}" if foreign else _units_meta_problem(target)
+    if reason:
+        raise OutputError(f"-o {target}: exists and is not an audiotok units folder ({reason}); nothing was "
+                          "changed: give a new folder name")
+
+
+def _units_meta_problem(folder: Path) -> str | None:
+    """Why ``folder/meta.json`` is not the one an npy writer wrote, or None when it is."""
+    try:
+        meta = read_json_object(folder / "meta.json")
+    except OutputError:
+        return "no meta.json audiotok wrote"
+    if meta.get("format") != FOLDER_FORMAT or meta.get("version") != FOLDER_VERSION:
+        return f"meta.json is not {FOLDER_FORMAT} v{FOLDER_VERSION}"
+    return None
+
+
+def remove_units_folder(folder: Path) -> None:
+    """Delete a units folder's own files by name, then the folder if that left it empty."""
+    for entry in os.listdir(folder):
+        if OWN_FILES.fullmatch(entry):
+            (folder / entry).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something else appeared in it: leave it
 
 
 def open_writer(fmt: str, output: str | os.PathLike | None, *, k: int, dedup: bool = False) -> _Writer:

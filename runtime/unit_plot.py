@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .constants import FRAME_SECONDS, HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
-from .units import dedup
+from .unit_runs import dedup
 
 SPECTROGRAM_WINDOW = 400  # samples: 25 ms Hann window
 SPECTROGRAM_HOP = 160  # samples: 10 ms

@@ -9,18 +9,26 @@ their tests reproducible:
   ``[max(0, w*chunk - context), min((w+1)*chunk + lookahead, F))``;
 * every window starts on a multiple of 320 samples, so its frame ``i`` is global frame
   ``start_frame + i`` and every frame is emitted exactly once, in order;
-* inputs no longer than ``one_pass_samples`` run as one window (exactly what the encoder gives
-  for the whole input).
+* a window that the input's end cuts short (its chunk or lookahead reaches past the last frame)
+  runs on every sample up to the input's end, the 0-319 samples after the last whole frame
+  included: the encoders normalise over their whole input (HuBERT-base's group-norm CNN, the
+  ``do_normalize`` waveform statistics), so dropping those samples would move every frame of the
+  window a little and flip near-ties. Every other window runs on exactly its frames' samples, so a
+  stream can run it as soon as its lookahead arrives;
+* inputs no longer than ``one_pass_samples`` run as one window on all their samples: exactly what
+  the encoder (and transformers) give for the whole input.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 
-from .constants import HOP_SAMPLES, SAMPLE_RATE, frame_count, samples_for_frames
+from .constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE, frame_count, samples_for_frames
 from .errors import SettingsError
 
 
@@ -51,32 +59,65 @@ class WindowPolicy:
                    int(round(one_pass_s * SAMPLE_RATE)))
 
 
+# Inputs up to 30 s run in one pass, exactly as the encoder sees a whole utterance. Longer ones run
+# in 30 s windows that emit their middle 24 s and see 3 s of context on each side: enough for the
+# transformer's effective context, at 1.25x the compute of one pass, in flat memory.
+# max_pass_seconds raises the one-pass limit for users who need the reference units of long files
+# (attention memory grows with the square of the length: README "Exact units and memory").
+DEFAULT_MAX_PASS_SECONDS = 30.0
+OFFLINE_POLICY = WindowPolicy(chunk_frames=1200, context_frames=150, lookahead_frames=150,
+                              one_pass_samples=int(DEFAULT_MAX_PASS_SECONDS * SAMPLE_RATE))
+
+
+def one_pass_samples(seconds: object, name: str = "max_pass_seconds") -> int:
+    """Seconds of audio to run in one pass -> samples; refuses what is not a number of seconds
+    covering at least one frame's 400-sample receptive field."""
+    if isinstance(seconds, bool) or not isinstance(seconds, Real) or not math.isfinite(seconds):
+        raise SettingsError(f"{name} must be a number of seconds, got {seconds!r}")
+    samples = int(round(float(seconds) * SAMPLE_RATE))
+    if samples < RECEPTIVE_FIELD_SAMPLES:
+        raise SettingsError(f"{name} must be at least {RECEPTIVE_FIELD_SAMPLES / SAMPLE_RATE:g} s "
+                            f"(one frame's {RECEPTIVE_FIELD_SAMPLES}-sample receptive field), got {seconds:g}")
+    return samples
+
+
 @dataclass(frozen=True)
 class Window:
-    """One encoder run: computes frames ``[start, stop)``, emits ``[emit_start, emit_stop)``."""
+    """One encoder run on samples ``[sample_start, sample_stop)``: computes frames ``[start, stop)``,
+    emits ``[emit_start, emit_stop)``."""
 
     start: int
     stop: int
     emit_start: int
     emit_stop: int
+    sample_stop: int
 
     @property
     def sample_start(self) -> int:
         return self.start * HOP_SAMPLES
 
-    @property
-    def sample_stop(self) -> int:
-        return self.sample_start + samples_for_frames(self.stop - self.start)
 
+def window_at(policy: WindowPolicy, index: int, n_samples: int | None) -> Window:
+    """Window ``index``; ``n_samples`` None means the input is known to extend past the window's lookahead.
 
-def window_at(policy: WindowPolicy, index: int, total_frames: int | None) -> Window:
-    """Window ``index``; ``total_frames`` None means the input is known to extend past it."""
+    With ``n_samples`` given, a window the input's end cuts short runs to that end (see the module notes).
+    """
     emit_start = index * policy.chunk_frames
     emit_stop = emit_start + policy.chunk_frames
     stop = emit_stop + policy.lookahead_frames
-    if total_frames is not None:
-        emit_stop, stop = min(emit_stop, total_frames), min(stop, total_frames)
-    return Window(max(0, emit_start - policy.context_frames), stop, emit_start, emit_stop)
+    start = max(0, emit_start - policy.context_frames)
+    sample_stop = start * HOP_SAMPLES + samples_for_frames(stop - start)
+    if n_samples is not None:
+        total = frame_count(n_samples)
+        if stop > total or emit_stop >= total:
+            emit_stop, stop, sample_stop = min(emit_stop, total), min(stop, total), n_samples
+    return Window(start, stop, emit_start, emit_stop, sample_stop)
+
+
+def whole_input(n_samples: int) -> Window:
+    """The one window of a one-pass input: every frame, computed on every sample."""
+    total = frame_count(n_samples)
+    return Window(0, total, 0, total, n_samples)
 
 
 def plan_windows(policy: WindowPolicy, n_samples: int) -> list[Window]:
@@ -85,9 +126,9 @@ def plan_windows(policy: WindowPolicy, n_samples: int) -> list[Window]:
     if total == 0:
         return []
     if n_samples <= policy.one_pass_samples:
-        return [Window(0, total, 0, total)]
+        return [whole_input(n_samples)]
     count = -(-total // policy.chunk_frames)
-    return [window_at(policy, i, total) for i in range(count)]
+    return [window_at(policy, i, n_samples) for i in range(count)]
 
 
 UnitsFn = Callable[[np.ndarray], np.ndarray]  # 16 kHz samples of one window -> one unit per frame
@@ -133,7 +174,9 @@ class Windower:
         pieces = []
         while True:
             window = window_at(self.policy, self._next_window, None)
-            if frame_count(self._received) < window.stop:
+            # Run only once the input is known to go on past the window's lookahead and chunk: a
+            # window the end cuts short must wait for finish() to run to the input's end.
+            if frame_count(self._received) < max(window.stop, window.emit_stop + 1):
                 return pieces
             pieces.append(self._run(window))
 
@@ -142,10 +185,10 @@ class Windower:
         pieces = []
         if not self._windowing:
             if total:
-                pieces.append(self._run(Window(0, total, 0, total)))
+                pieces.append(self._run(whole_input(self._received)))
             return pieces
         while self._next_window * self.policy.chunk_frames < total:
-            pieces.append(self._run(window_at(self.policy, self._next_window, total)))
+            pieces.append(self._run(window_at(self.policy, self._next_window, self._received)))
         return pieces
 
     def _run(self, window: Window) -> tuple[int, np.ndarray]:

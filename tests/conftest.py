@@ -33,6 +33,27 @@ def run_cli(*args: str, env: dict | None = None, input: bytes | None = None, cwd
                           env={**os.environ, **(env or {})}, input=input, cwd=cwd, timeout=600)
 
 
+ERROR_PREFIX = "audiotok: error: "
+
+
+def error_line(result: subprocess.CompletedProcess, *needles: str, alone: bool = False) -> str:
+    """The one ``audiotok: error:`` line of a failed run, holding each of ``needles``.
+
+    No traceback, a non-zero exit, exactly one error line and nothing after it; ``alone``: nothing
+    before it either (no progress notes, no library noise).
+    """
+    err = result.stderr.decode()
+    assert result.returncode != 0, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(ERROR_PREFIX)]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    assert not alone or len(lines) == 1, err
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
 def espeak(text: str, path: Path, voice: str = "en") -> Path:
     exe = shutil.which("espeak-ng")
     assert exe, "espeak-ng is required for the speech fixtures (apt-get install espeak-ng; .ci/run installs it)"
@@ -46,6 +67,17 @@ def speech_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("speech")
     for i, text in enumerate(SENTENCES):
         espeak(text, folder / f"utt{i}.wav", voice=["en", "en-us", "en-gb", "en"][i])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def aligned_dir(tmp_path_factory) -> Path:
+    """SENTENCES spoken through libespeak-ng with exact phone alignments: uttN.wav + uttN.TextGrid (tier phones)."""
+    from aligned_speech import write_aligned
+
+    folder = tmp_path_factory.mktemp("aligned")
+    for i, text in enumerate(SENTENCES):
+        write_aligned(text, folder / f"utt{i}.wav", folder / f"utt{i}.TextGrid", voice=["en", "en-us", "en-gb-x-rp", "en"][i])
     return folder
 
 
@@ -65,6 +97,9 @@ def save_tiny_checkpoint(folder: Path, kind: str, seed: int = 0) -> Path:
     if kind == "hubert":  # HuBERT-base layout: group-norm CNN, post-LN transformer, no waveform normalization
         model = HubertModel(HubertConfig(**TINY, feat_extract_norm="group"))
         extractor = Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=False)
+    elif kind == "mhubert":  # mHuBERT-147 layout: HuBERT-base architecture, but do_normalize=True
+        model = HubertModel(HubertConfig(**TINY, feat_extract_norm="group"))
+        extractor = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False)
     elif kind == "wav2vec2":  # large/lv60 layout: layer-norm CNN, pre-LN transformer, do_normalize=True
         model = Wav2Vec2Model(Wav2Vec2Config(**TINY, feat_extract_norm="layer", do_stable_layer_norm=True))
         extractor = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
@@ -78,6 +113,11 @@ def save_tiny_checkpoint(folder: Path, kind: str, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_hubert(tmp_path_factory) -> Path:
     return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-hubert"), "hubert")
+
+
+@pytest.fixture(scope="session")
+def tiny_mhubert(tmp_path_factory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-mhubert"), "mhubert", seed=3)
 
 
 @pytest.fixture(scope="session")

@@ -7,19 +7,11 @@ import onnx
 import onnx.helper as oh
 import pytest
 
-from conftest import run_cli, write_wav
+from conftest import error_line, run_cli, write_wav
 
 
-def assert_clean_failure(result, *needles: str) -> str:
-    err = result.stderr.decode()
-    assert result.returncode != 0
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("audiotok: error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], err  # progress notes may precede it, nothing follows
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
+
+assert_clean_failure = error_line  # progress notes may precede the error
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +103,14 @@ def test_bad_settings(speech_dir, tmp_path):
     assert_clean_failure(run_cli("train", "--k", "4", "-o", tmp_path / "c.npy", tmp_path / "nothing"), "no such file")
     assert_clean_failure(run_cli("train", "--k", "100000", "-o", tmp_path / "c.npy", speech_dir), "at least k frames")
     assert not list(tmp_path.glob("c.*"))
+
+
+@pytest.mark.parametrize("value, needle", [("0", "at least 0.025 s"), ("-5", "at least 0.025 s"),
+                                           ("abc", "a number of seconds"), ("0.02", "400-sample"),
+                                           ("nan", "a number of seconds"), ("", "a number of seconds")])
+def test_bad_max_pass_seconds_fails_before_any_audio_is_read(bad_files, logmel_bundle, tmp_path, value, needle):
+    """The unreadable text.wav would be the error if any audio were read first."""
+    out = tmp_path / "out.txt"
+    result = run_cli("tokenize", logmel_bundle, bad_files / "text.wav", "--max-pass-seconds", value, "-o", out)
+    assert_clean_failure(result, "--max-pass-seconds", needle)
+    assert result.returncode == 1 and not out.exists()

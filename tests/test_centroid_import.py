@@ -43,7 +43,7 @@ def test_joblib_kmbin_from_minibatchkmeans(tmp_path, fitted):
     assert len(c.file_sha256) == 64
 
 
-@pytest.mark.parametrize("compress", ["zlib", "gzip", "bz2", "xz", "lzma"])
+@pytest.mark.parametrize("compress", ["zlib", "gzip", "bz2", "xz", "lzma", "lz4"])
 def test_compressed_joblib(tmp_path, fitted, compress):
     path = tmp_path / "km.bin"
     joblib.dump(fitted, path, compress=(compress, 3))

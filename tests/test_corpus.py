@@ -192,6 +192,12 @@ def test_a_file_audiotok_did_not_write_is_never_resumed_into(corpus, logmel_bund
     result = run_cli("tokenize", logmel_bundle, sorted(corpus.rglob("*.wav"))[0], "--format", "jsonl", "-o", out)
     assert result.returncode == 1
     assert result.stderr.decode().strip() == (
-        f"audiotok: error: {out} exists but notes.run.json (what it was made with) is missing or unreadable, "
-        "so it cannot be resumed safely: use another -o, or --overwrite")
+        f"audiotok: error: {out} exists and does not hold audiotok records: choose another -o")
+    assert out.read_text() == '{"title": "my notes"}\n'
+    forced = run_cli("tokenize", logmel_bundle, sorted(corpus.rglob("*.wav"))[0], "--format", "jsonl", "-o", out,
+                     "--overwrite")  # --overwrite replaces audiotok's records only
+    assert forced.returncode == 1 and forced.stderr.decode().strip() == (
+        f"audiotok: error: {out} exists and does not hold audiotok records; --overwrite would replace it: "
+        "move it away or choose another -o")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.jsonl"]
     assert out.read_text() == '{"title": "my notes"}\n'

@@ -12,7 +12,7 @@ from sklearn.cluster import MiniBatchKMeans
 from audiotok.models import load_encoder
 from audiotok.runtime.audio import file_blocks
 from audiotok.runtime.tokenizer import Tokenizer
-from audiotok.train.features import FeatureExtractor
+from audiotok.models.features import FeatureExtractor
 from conftest import run_cli
 
 LAYER = 2

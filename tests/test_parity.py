@@ -16,7 +16,7 @@ from transformers import AutoModel, Wav2Vec2FeatureExtractor
 from audiotok.export.bundle import ExportConfig, export_bundle
 from audiotok.runtime import Tokenizer
 from audiotok.runtime.constants import frame_count
-from audiotok.runtime.tokenizer import OFFLINE_POLICY
+from audiotok.runtime.windowing import OFFLINE_POLICY
 from audiotok.runtime.windowing import plan_windows
 
 LENGTHS = {"400 samples": 400, "1 s": 16_000, "7.3 s": 116_800, "31 s": 496_000}

@@ -5,6 +5,8 @@ All on a tiny random-weight HuBERT (see conftest) with k=16 units trained on the
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -13,7 +15,7 @@ from audiotok.runtime.audio import file_blocks
 from audiotok.runtime.constants import frame_count
 from audiotok.runtime.tokenizer import Tokenizer
 
-from conftest import run_cli
+from conftest import run_cli, write_wav
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_FLOOR = {"fp32": 0.999, "fp16": 0.98, "int8": 0.95}  # as documented in `audiotok export --help`
@@ -137,12 +139,14 @@ def test_tokenize_falls_back_to_cpu_with_a_warning(bundles, speech_dir):
     assert warning.endswith("falling back to CPU")
 
 
-def test_tokenizer_api_falls_back_to_cpu(bundles, speech_dir, capsys):
+def test_tokenizer_api_falls_back_to_cpu(bundles, speech_dir, caplog):
+    """As a library the fallback is a warning record on the "audiotok" logger, for the caller to route."""
     wav = _wavs(speech_dir)[1]
     expected = Tokenizer(bundles["fp32"]).tokenize(wav)
-    capsys.readouterr()
+    caplog.clear()
     tokenizer = Tokenizer(bundles["fp32"], providers=[_absent_provider(), "cpu"], threads=2)
-    assert "falling back to CPU" in capsys.readouterr().err
+    records = [r for r in caplog.records if r.name == "audiotok" and r.levelname == "WARNING"]
+    assert len(records) == 1 and records[0].getMessage().endswith("falling back to CPU")
     assert tokenizer.providers == ["CPUExecutionProvider"]
     assert np.array_equal(tokenizer.tokenize(wav), expected)
 
@@ -157,6 +161,21 @@ def test_verify_prints_agreement_per_file_and_in_total(bundles, tiny_hubert, spe
         [str(w), f"{n}/{n}", "100.0000%"] for w, n in zip(wavs, frames)]
     assert lines[-1].startswith(f"agreement 100.0000% of {sum(frames)} frames in {len(wavs)} files "
                                 f"(fp32 bundle on CPUExecutionProvider vs torch fp32")
+
+
+def test_verify_runs_long_files_in_one_pass_where_memory_allows(bundles, tiny_hubert, speech_16k, tmp_path):
+    """A 40 s file is over the runtime's 30 s default; verify compares it in one pass on both sides."""
+    wav = write_wav(tmp_path / "long.wav", np.tile(speech_16k, 3)[: 40 * 16_000 + 77])
+    result = run_cli("verify", bundles["fp32"], "--model", tiny_hubert, wav)
+    assert result.returncode == 0, result.stderr.decode()
+    limit = float(re.search(r"files up to (\S+) s run in one pass", result.stderr.decode()).group(1))
+    assert limit >= 40  # two attention heads of 32 dims: far more than 40 s fits
+    n = frame_count(40 * 16_000 + 77)
+    assert result.stdout.decode().splitlines()[0] == f"{wav}\t{n}/{n}\t100.0000%"
+    bad = run_cli("verify", bundles["fp32"], "--model", tiny_hubert, "--max-pass-seconds", "-1", wav)
+    assert bad.returncode == 1 and bad.stderr.decode().strip().splitlines() == [
+        "audiotok: error: --max-pass-seconds must be at least 0.025 s (one frame's 400-sample receptive field), "
+        "got -1"]
 
 
 def test_verify_fails_below_its_min_agreement(bundles, tiny_hubert, speech_dir):

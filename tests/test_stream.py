@@ -21,7 +21,8 @@ import pytest
 
 from audiotok.runtime import SettingsError, Tokenizer
 from audiotok.runtime.constants import frame_count
-from audiotok.runtime.units import dedup
+from audiotok.runtime.stream import StreamSettings
+from audiotok.runtime.unit_runs import dedup
 from audiotok.runtime.windowing import plan_windows
 from conftest import run_cli, write_wav
 
@@ -59,6 +60,19 @@ def test_logmel_stream_equals_offline(logmel, speech5, block, chunk_ms, lookahea
     offline = logmel.tokenize(speech5, sample_rate=RATE)
     assert np.array_equal(units, offline)
     assert starts == list(range(0, len(offline), chunk_ms // 20))
+
+
+def test_stream_accepts_a_settings_object(logmel, speech5):
+    """settings=StreamSettings(...) gives the same stream as the keywords it stands for."""
+    keywords, _ = streamed(logmel.stream(chunk_ms=100, lookahead_ms=40, context_ms=60, sample_rate=8000),
+                           speech5[::2], 333)
+    settings = StreamSettings(chunk_ms=100, lookahead_ms=40, context_ms=60, sample_rate=8000)
+    units, _ = streamed(logmel.stream(settings=settings), speech5[::2], 333)
+    assert np.array_equal(units, keywords) and len(units) > 100
+    with pytest.raises(SettingsError, match="either as settings= or as keywords"):
+        logmel.stream(settings=settings, chunk_ms=60)
+    with pytest.raises(SettingsError, match="pad_last_frame=True"):
+        logmel.stream(settings=StreamSettings(pad_last_frame=True))
 
 
 def test_logmel_stream_one_sample_at_a_time(logmel, speech5):
@@ -137,7 +151,7 @@ def test_settings_that_cannot_work(logmel, kwargs, message):
 def _export_tiny(checkpoint: Path, speech_dir: Path, speech_16k: np.ndarray, out: Path) -> Path:
     from audiotok.export.bundle import ExportConfig, export_bundle
     from audiotok.models import load_encoder
-    from audiotok.train.features import FeatureExtractor
+    from audiotok.models.features import FeatureExtractor
 
     features = FeatureExtractor(load_encoder(str(checkpoint), 2, "auto")).features([speech_16k[: 8 * RATE]])
     pick = np.random.default_rng(0).choice(len(features), 16, replace=False)
@@ -265,7 +279,9 @@ def test_ctrl_c_flushes_and_exits_zero(logmel_bundle, logmel, pcm):
     (["--lookahead-ms", "-40"], "lookahead must not be negative, got -40 ms"),
     (["--context-ms", "50"], "context 50 ms is not a whole number of 20 ms frames; use 40 or 60"),
     (["--seconds", "0"], "--seconds must be positive, got 0"),
-    (["--rate", "0", "--input", "-"], "--rate must be a positive number of Hz, got 0"),
+    (["--rate", "0", "--input", "-"], "--rate must be 1000..768000 Hz, got 0"),
+    (["--rate", "10000000", "--input", "-"], "--rate must be 1000..768000 Hz, got 10000000"),
+    (["--channels", "100000000", "--input", "-"], "--channels must be 1..64, got 100000000"),
     (["--f32le"], "--f32le describes raw PCM on stdin; use it with --input -"),
 ])
 def test_bad_settings_fail_before_any_audio_is_read(tmp_path, args, message):

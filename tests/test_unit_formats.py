@@ -1,4 +1,4 @@
-"""Every output format reads back to the units the tokenizer gave, using only what docs/formats.md shows."""
+"""Every output format reads back to the units the tokenizer gave, using only what README's "Vocabularies and output formats" shows."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 
 from audiotok.runtime.tokenizer import Tokenizer
 from audiotok.runtime.unit_formats import NpyShardWriter, OutputError, open_writer, read_units_folder
-from audiotok.runtime.units import dedup
+from audiotok.runtime.unit_runs import dedup
 from conftest import run_cli, write_wav
 
 
 def load_npy_folder(folder: Path) -> dict[str, np.ndarray]:
-    """The numpy-only recipe from docs/formats.md."""
+    """The numpy-only recipe from README's "Vocabularies and output formats"."""
     rows = [line.rstrip("\n").split("\t") for line in open(folder / "index.tsv", encoding="utf-8")][1:]
     out = {}
     for path, shard, offset, length, frames in rows:

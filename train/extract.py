@@ -7,17 +7,18 @@ the same command again picks up from there. The result is the same whichever eng
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from audiotok.models import Encoder
 from audiotok.runtime.constants import FRAME_SECONDS
 from audiotok.runtime.corpus import CorpusFile
-from audiotok.runtime.engine import Engine, WorkerSpec, threads_per_job
+from audiotok.runtime.engine import WorkerSpec
+from audiotok.runtime.engine_options import make_engine
 from audiotok.runtime.local_engine import LocalEngine
+from audiotok.runtime.log import log
 from audiotok.runtime.progress import CorpusProgress
-from audiotok.runtime.tokenizer import OFFLINE_POLICY
+from audiotok.runtime.windowing import OFFLINE_POLICY
 
 from .feature_cache import CachedFeatures, FeatureCache, describe
 from .shard_worker import ShardWorker
@@ -37,6 +38,16 @@ class ExtractionConfig:
     jobs: int | None = None  # local processes (default 1) or Ray actors (default: cluster CPUs / threads)
     threads: int | None = None  # torch threads per worker
     ray_address: str | None = None
+    channel: int | str = "mean"  # processor options (runtime/preprocess.py)
+    trim_db: float | None = None
+    pad_last_frame: bool = False
+    feature_norm: str = "none"  # "l2": rows L2-normalised before they are cached
+    max_frames_file: int | None = None  # rows kept per file at most (seeded random subsample)
+
+    def processor(self) -> dict:
+        """The options the features depend on beyond the encoder: worker arguments and cache key."""
+        return {"channel": self.channel, "trim_db": self.trim_db, "pad_last_frame": self.pad_last_frame,
+                "feature_norm": self.feature_norm, "max_frames_file": self.max_frames_file}
 
 
 @dataclass(frozen=True)
@@ -48,37 +59,26 @@ class Extracted:
     folder: Path  # the cache folder used
 
 
-def make_engine(config: ExtractionConfig) -> tuple[Engine, int | None]:
-    if config.engine == "ray":
-        from audiotok.runtime.ray_engine import RayEngine
-
-        threads = config.threads or 1
-        return RayEngine(config.ray_address, config.jobs, cpus_per_worker=threads), threads
-    jobs = config.jobs or 1
-    return LocalEngine(jobs), threads_per_job(jobs, config.threads)
-
-
 def extract(files: list[CorpusFile], encoder: Encoder, config: ExtractionConfig) -> Extracted:
     """Features of ``files`` in the cache, extracting only the shards it does not hold yet."""
     description = describe(spec=asdict(encoder.spec), model=config.model, policy=asdict(OFFLINE_POLICY),
                            files=files, percent=config.percent, seed=config.seed, max_hours=config.max_hours,
-                           shard_seconds=config.shard_seconds)
+                           shard_seconds=config.shard_seconds, processor=config.processor())
     cache = FeatureCache(config.cache_root, description)
     plan = cache.plan(files, config.shard_seconds, config.max_hours)
     metas = {task.index: cache.read_index(task.index) for task in plan}
     todo = [task for task in plan if metas[task.index] is None]
     if len(todo) < len(plan):
-        print(f"audiotok: features: {len(plan) - len(todo)} of {len(plan)} shards already in {cache.folder}",
-              file=sys.stderr)
+        log.info("features: %d of %d shards already in %s", len(plan) - len(todo), len(plan), cache.folder)
     if todo:
-        engine, threads = make_engine(config)
+        engine, threads = make_engine(config.engine, config.jobs, config.threads, config.ray_address)
         in_process = isinstance(engine, LocalEngine) and engine.jobs == 1
         model = str(Path(config.model).absolute()) if Path(config.model).is_dir() else config.model
         spec = WorkerSpec(ShardWorker, {"model": model, "layer": encoder.spec.layer,
                                         "normalize": config.normalize, "percent": config.percent,
-                                        "seed": config.seed, "threads": threads})
+                                        "seed": config.seed, "threads": threads, **config.processor()})
         local = ShardWorker(encoder=encoder, percent=config.percent, seed=config.seed,
-                            threads=threads) if in_process else None
+                            threads=threads, **config.processor()) if in_process else None
         progress = CorpusProgress(len(todo), desc="features", unit="shard")
         try:
             for result in engine.map(spec, todo, ordered=False, local_worker=local):

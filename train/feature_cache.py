@@ -29,11 +29,15 @@ import soundfile as sf
 
 from audiotok.runtime.constants import FRAME_SECONDS, SAMPLE_RATE, frame_count
 from audiotok.runtime.corpus import CorpusFile
+from audiotok.runtime.file_kind import special_kind
+from audiotok.runtime.native_stderr import captured_stderr
 from audiotok.runtime.output import atomic_path
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: windows cut short by the end run to the input's last sample
 DEFAULT_CACHE_NAME = "audiotok-features"  # beside the centroids, shared by every run in that folder
 FLOAT16_MAX = 65504.0
+DEFAULT_PROCESSOR = {"channel": "mean", "trim_db": None, "pad_last_frame": False, "feature_norm": "none",
+                     "max_frames_file": None}
 
 
 @dataclass(frozen=True)
@@ -85,18 +89,33 @@ def cache_key(description: dict[str, Any]) -> str:
 
 
 def describe(*, spec: dict[str, Any], model: str, policy: dict[str, Any], files: list[CorpusFile],
-             percent: float, seed: int, max_hours: float | None, shard_seconds: float) -> dict[str, Any]:
-    """Everything the cached features depend on (hashed into the cache folder's name; kept in key.json)."""
+             percent: float, seed: int, max_hours: float | None, shard_seconds: float,
+             processor: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the cached features depend on (hashed into the cache folder's name; kept in key.json).
+
+    ``processor`` (channel, trim, frame rule, feature norm, per-file cap) enters the key only when
+    one of them is set, so caches made before those options existed are still found."""
     listing = json.dumps([_stat(f.path) for f in files]).encode()
-    return {"format": CACHE_FORMAT, "encoder": spec, "checkpoint": model_fingerprint(model), "policy": policy,
+    extra = {}
+    if processor and processor != DEFAULT_PROCESSOR:
+        extra["processor"] = processor
+    seeded = percent < 100 or (processor or {}).get("max_frames_file") is not None
+    return {**extra, "format": CACHE_FORMAT, "encoder": spec, "checkpoint": model_fingerprint(model), "policy": policy,
             "files": {"count": len(files), "sha256": hashlib.sha256(listing).hexdigest()}, "percent": percent,
-            "seed": seed if percent < 100 else None, "max_hours": max_hours, "shard_seconds": shard_seconds}
+            "seed": seed if seeded else None, "max_hours": max_hours,
+            "shard_seconds": shard_seconds}
 
 
 def expected_frames(path: str) -> int:
-    """Frames a file will give, from its header (0 if unreadable: extraction will report it)."""
+    """Frames a file will give, from its header (0 if unreadable: extraction will report it).
+
+    A pipe or device is never opened here (a FIFO would block): extraction refuses it by name.
+    """
+    if special_kind(path) is not None:
+        return 0
     try:
-        info = sf.info(path)
+        with captured_stderr():  # a broken mp3's decoder notes; extraction reports the file
+            info = sf.info(path)
     except (sf.LibsndfileError, RuntimeError, TypeError, OSError):
         return 0
     return frame_count(round(info.frames * SAMPLE_RATE / info.samplerate)) if info.samplerate > 0 else 0

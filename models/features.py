@@ -12,9 +12,10 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from audiotok.models import Encoder
-from audiotok.runtime.tokenizer import OFFLINE_POLICY
-from audiotok.runtime.windowing import Windower, WindowPolicy
+from audiotok.runtime.constants import RECEPTIVE_FIELD_SAMPLES
+from audiotok.runtime.windowing import OFFLINE_POLICY, Windower, WindowPolicy
+
+from .base import Encoder
 
 
 class FeatureExtractor:
@@ -26,7 +27,7 @@ class FeatureExtractor:
 
     @torch.no_grad()
     def window_features(self, samples: np.ndarray) -> np.ndarray:
-        if len(samples) < 400:
+        if len(samples) < RECEPTIVE_FIELD_SAMPLES:
             return np.zeros((0, self.encoder.spec.dim), np.float32)
         features = self.encoder(torch.from_numpy(np.ascontiguousarray(samples, np.float32))[None])
         return features[0].float().numpy()

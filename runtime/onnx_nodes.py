@@ -1,0 +1,143 @@
+"""A bundle's node list and initializer shapes, read without the ``onnx`` package.
+
+Counting a bundle's arithmetic needs to know, for each node, its operator, its inputs and a few
+integer attributes (a convolution's ``group``), and which values are constants. Like
+:mod:`onnx_tensors` this reads the protobuf wire format over a memory map; tensor data is never
+decoded, so a large or hostile file costs no more memory than its node list.
+
+Field numbers are from onnx.proto3 (GraphProto.node = 1, initializer = 5; NodeProto.input = 1,
+output = 2, name = 3, op_type = 4, attribute = 5, domain = 7; AttributeProto.name = 1, i = 3).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+
+from .errors import BundleError
+from .onnx_tensors import (GRAPH_INITIALIZER, MODEL_GRAPH, TENSOR_DIMS, TENSOR_NAME, WIRE_LEN, WIRE_VARINT, _fields,
+                           _packed_varints)
+
+GRAPH_NODE = 1
+NODE_INPUT, NODE_OUTPUT, NODE_NAME, NODE_OP_TYPE, NODE_ATTRIBUTE, NODE_DOMAIN = 1, 2, 3, 4, 5, 7
+ATTRIBUTE_NAME, ATTRIBUTE_INT, ATTRIBUTE_TENSOR = 1, 3, 5
+MAX_NODES = 1_000_000  # far above any speech encoder; bounds what a hostile file can make us hold
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    op_type: str
+    domain: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    ints: tuple[tuple[str, int], ...]  # the node's integer attributes (e.g. a Conv's group)
+    tensor_dims: tuple[int, ...] | None = None  # a Constant's value shape
+
+    def attribute(self, name: str, default: int) -> int:
+        return dict(self.ints).get(name, default)
+
+
+@dataclass(frozen=True)
+class Graph:
+    nodes: tuple[Node, ...]  # in the file's (topological) order
+    initializers: dict[str, tuple[int, ...]]  # name -> dims
+
+    def constant_values(self) -> set[str]:
+        """Names of values fixed at export: initializers, Constant outputs, and what only they feed.
+
+        A MatMul whose operand is constant is a learned projection; one whose operands both vary
+        with the input (query x key, weights x value) is attention. Following Cast, Transpose and
+        DequantizeLinear chains keeps that true for fp16 and int8 graphs.
+        """
+        constant = set(self.initializers)
+        for node in self.nodes:
+            inputs = [name for name in node.inputs if name]
+            if node.op_type == "Constant" or (inputs and all(name in constant for name in inputs)):
+                constant.update(node.outputs)
+        return constant
+
+    def constant_dims(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of initializers and Constant outputs: what onnxruntime's profiler may leave out."""
+        dims = dict(self.initializers)
+        for node in self.nodes:
+            if node.op_type == "Constant" and node.tensor_dims is not None and node.outputs:
+                dims[node.outputs[0]] = node.tensor_dims
+        return dims
+
+
+def _text(value: object) -> str:
+    return bytes(value).decode("utf-8", "replace")
+
+
+def _node(buf: memoryview) -> Node:
+    name = op_type = domain = ""
+    inputs: list[str] = []
+    outputs: list[str] = []
+    ints: list[tuple[str, int]] = []
+    tensor_dims = None
+    for number, wire, value in _fields(buf):
+        if number == NODE_INPUT and wire == WIRE_LEN:
+            inputs.append(_text(value))
+        elif number == NODE_OUTPUT and wire == WIRE_LEN:
+            outputs.append(_text(value))
+        elif number == NODE_NAME and wire == WIRE_LEN:
+            name = _text(value)
+        elif number == NODE_OP_TYPE and wire == WIRE_LEN:
+            op_type = _text(value)
+        elif number == NODE_DOMAIN and wire == WIRE_LEN:
+            domain = _text(value)
+        elif number == NODE_ATTRIBUTE and wire == WIRE_LEN:
+            attribute, integer = "", None
+            for inner, inner_wire, inner_value in _fields(value):
+                if inner == ATTRIBUTE_NAME and inner_wire == WIRE_LEN:
+                    attribute = _text(inner_value)
+                elif inner == ATTRIBUTE_INT and inner_wire == WIRE_VARINT:
+                    integer = inner_value - (1 << 64) if inner_value >= 1 << 63 else inner_value
+                elif inner == ATTRIBUTE_TENSOR and inner_wire == WIRE_LEN:
+                    tensor_dims = _initializer(inner_value)[1]
+            if integer is not None:
+                ints.append((attribute, int(integer)))
+    return Node(name, op_type, domain, tuple(inputs), tuple(outputs), tuple(ints), tensor_dims)
+
+
+def _initializer(buf: memoryview) -> tuple[str, tuple[int, ...]]:
+    name, dims = "", []
+    for number, wire, value in _fields(buf):
+        if number == TENSOR_NAME and wire == WIRE_LEN:
+            name = _text(value)
+        elif number == TENSOR_DIMS:
+            dims += _packed_varints(value) if wire == WIRE_LEN else [value]
+    return name, tuple(int(d) for d in dims)
+
+
+def read_graph(path: str | os.PathLike) -> Graph:
+    """The main graph's nodes and initializer shapes (subgraphs of If/Loop are not entered)."""
+    with open(path, "rb") as f:
+        try:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:
+            raise BundleError(f"{path}: empty file") from None
+    nodes: list[Node] = []
+    initializers: dict[str, tuple[int, ...]] = {}
+    try:
+        for number, wire, graph in _fields(memoryview(mapped)):
+            if number != MODEL_GRAPH or wire != WIRE_LEN:
+                continue
+            for inner, inner_wire, value in _fields(graph):
+                if inner_wire != WIRE_LEN:
+                    continue
+                if inner == GRAPH_NODE:
+                    if len(nodes) >= MAX_NODES:
+                        raise BundleError(f"{path}: more than {MAX_NODES} nodes in the graph")
+                    nodes.append(_node(value))
+                elif inner == GRAPH_INITIALIZER:
+                    name, dims = _initializer(value)
+                    initializers[name] = dims
+        return Graph(tuple(nodes), initializers)
+    finally:
+        try:
+            mapped.close()
+        except BufferError:  # an exception still references a view into the map; collection closes it
+            pass

@@ -1,0 +1,84 @@
+"""`audiotok bench`: one JSON object whose numbers hang together, and one-line errors on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def bench_report(logmel_bundle):
+    result = run_cli("bench", logmel_bundle, "--seconds", "30", "--runs", "2", "--threads", "1", "2",
+                     "--stream", "320:80:320", "640:80:640", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+def test_json_holds_offline_rtf_per_thread_count_and_the_default_stream(bench_report, logmel_bundle):
+    report = bench_report
+    assert [r["threads"] for r in report["offline"]] == [1, 2]
+    assert report["rtf"] == report["offline"][0]["rtf"] and report["threads"] == 1  # no auto: the first asked
+    for row in report["offline"]:
+        assert 0 < row["rtf"] <= row["median_rtf"] and row["peak_rss_mb"] > 10
+        assert row["gmac_per_wall_second"] == pytest.approx(report["gmac_per_second"] / row["rtf"], rel=1e-3)
+    # the default setting is measured first and is what "stream" holds; a repeated setting runs once
+    settings = [(s["chunk_ms"], s["lookahead_ms"], s["context_ms"]) for s in report["streams"]]
+    assert settings == [(640, 80, 640), (320, 80, 320)]
+    stream = report["stream"]
+    assert stream == report["streams"][0] and stream["window_ms"] == 1360 and stream["cores"] > 0
+    assert stream["latency_ms"] == pytest.approx(80 + stream["compute_ms"])
+    for s in report["streams"]:
+        assert s["keeps_up"] == (s["headroom"] >= 2.0)
+        assert s["headroom"] == pytest.approx(s["chunk_ms"] / s["compute_p95_ms"])
+    info = json.loads(run_cli("info", logmel_bundle).stdout)["compute"]
+    assert report["gmac_per_second"] == pytest.approx(info["gmac_per_second"], rel=1e-3)  # same 30 s count
+    assert report["stream_gmac_per_second"] == pytest.approx(info["stream"]["gmac_per_second"], rel=1e-3)
+    assert report["audio_seconds"] == 30 and report["recommendation"]
+
+
+def test_tables_and_a_recommendation_line_on_a_file(logmel_bundle, speech_dir):
+    wav = sorted(speech_dir.glob("*.wav"))[0]
+    result = run_cli("bench", logmel_bundle, "--audio", wav, "--runs", "1", "--threads", "1")
+    assert result.returncode == 0, result.stderr.decode()
+    out = result.stdout.decode()
+    assert f"of {wav}" in out and "| 640:80:640 | 1360 |" in out
+    assert out.strip().splitlines()[-1].startswith("recommendation: offline: --threads 1 runs")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--threads", "0"], "--threads must be at least 1"),
+    (["--stream", "640:80"], "is not CHUNK:LOOKAHEAD:CONTEXT"),
+    (["--stream", "fast"], "is not CHUNK:LOOKAHEAD:CONTEXT"),
+    (["--stream", "650:80:640"], "not a whole number of 20 ms frames"),
+    (["--seconds", "0"], "--seconds must be in"),
+    (["--stream-threads", "0"], "--stream-threads must be at least 1"),
+])
+def test_bad_settings_are_one_line(logmel_bundle, args, needle):
+    result = run_cli("bench", logmel_bundle, *args)
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("audiotok: error:"), lines
+    assert needle in lines[0] and not result.stdout
+
+
+def test_a_file_that_is_not_a_bundle_is_one_line(tmp_path, speech_dir):
+    for path in [tmp_path / "notes.onnx", sorted(speech_dir.glob("*.wav"))[0], tmp_path / "missing.onnx"]:
+        if path.suffix == ".onnx" and path.name == "notes.onnx":
+            path.write_text("not a model")
+        result = run_cli("bench", path)
+        lines = result.stderr.decode().strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("audiotok: error:"), lines
+        assert str(path) in lines[0]
+
+
+def test_audio_too_short_is_one_line(logmel_bundle, tmp_path):
+    import numpy as np
+
+    from conftest import write_wav
+
+    wav = write_wav(tmp_path / "blip.wav", np.zeros(500, np.float32))
+    result = run_cli("bench", logmel_bundle, "--audio", wav)
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 1 and lines == [f"audiotok: error: {wav}: too short to measure (under 2 frames)"]
