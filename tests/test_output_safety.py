@@ -34,6 +34,30 @@ def big_corpus(tmp_path_factory, speech_16k) -> Path:
     return folder
 
 
+def holds_flock(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` holds a ``flock`` on ``path``, read from /proc/locks (observing, never locking).
+
+    Probing with a lock of our own would race the run under test for it; /proc/locks only reads.
+    """
+    try:
+        inode = path.stat().st_ino
+    except FileNotFoundError:
+        return False
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "FLOCK" in fields and str(pid) in fields and any(f.endswith(f":{inode}") for f in fields):
+            return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def long_corpus(tmp_path_factory, speech_16k) -> Path:
+    """Five times ``big_corpus``: a run that stays under way for a while after it takes its output's lock."""
+    folder = tmp_path_factory.mktemp("safety-long-corpus")
+    write_corpus(folder, speech_16k, files=200, seconds=4.0, seed=6)
+    return folder
+
+
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every entry under ``folder`` (hidden ones too): its bytes (files) and mode."""
     state = {}
@@ -261,15 +285,15 @@ def test_a_run_replaces_its_own_side_files(corpus, logmel_bundle, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["units.jsonl", "units.run.json"]
 
 
-def test_a_second_concurrent_run_refuses_at_once(big_corpus, logmel_bundle, tmp_path):
+def test_a_second_concurrent_run_refuses_at_once(long_corpus, logmel_bundle, tmp_path):
     out = tmp_path / "units.jsonl"
-    command = [sys.executable, "-m", "audiotok", "tokenize", logmel_bundle, big_corpus, "--format", "jsonl", "-o", out]
+    command = [sys.executable, "-m", "audiotok", "tokenize", logmel_bundle, long_corpus, "--format", "jsonl", "-o", out]
     first = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while not out.exists():  # the first run holds the lock from here on
+        while not holds_flock(first.pid, out):  # the output appears a moment before its lock is taken
             assert first.poll() is None and time.monotonic() < deadline, first.stderr.read().decode()
-            time.sleep(0.005)
+            time.sleep(0.002)
         first.send_signal(signal.SIGSTOP)  # keep it mid-run, lock held, while the second one starts
         second = run_cli(*command[3:])
         line = one_error(second)
@@ -280,10 +304,10 @@ def test_a_second_concurrent_run_refuses_at_once(big_corpus, logmel_bundle, tmp_
     _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err.decode()
     paths = [json.loads(line)["path"] for line in out.read_text().splitlines()]
-    assert sorted(paths) == [str(p) for p in wavs(big_corpus)]  # every file exactly once
+    assert sorted(paths) == [str(p) for p in wavs(long_corpus)]  # every file exactly once
     assert sorted(p.name for p in tmp_path.iterdir()) == ["units.jsonl", "units.run.json"]  # no lock debris
     with_jobs = run_cli(*command[3:], "--jobs", "2")  # the lock is gone with the process that held it
-    assert with_jobs.returncode == 0 and "40 of 40 files already done" in with_jobs.stderr.decode()
+    assert with_jobs.returncode == 0 and "200 of 200 files already done" in with_jobs.stderr.decode()
 
 
 # --- 4. damaged resume files -----------------------------------------------------------------------------------
