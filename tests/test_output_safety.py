@@ -212,14 +212,14 @@ def test_jsonl_holds_any_path_exactly(corpus, logmel_bundle, tmp_path):
 
 
 @pytest.mark.parametrize("fmt, stop", [("txt", signal.SIGINT), ("npy", signal.SIGTERM), ("fairseq", signal.SIGTERM)])
-def test_an_interrupted_run_leaves_the_old_output_and_no_debris(fmt, stop, big_corpus, logmel_bundle, tmp_path):
+def test_an_interrupted_run_leaves_the_old_output_and_no_debris(fmt, stop, long_corpus, logmel_bundle, tmp_path):
     out = tmp_path / "units"
     if fmt == "npy":
-        assert run_cli("tokenize", logmel_bundle, wavs(big_corpus)[0], "--format", "npy", "-o", out).returncode == 0
+        assert run_cli("tokenize", logmel_bundle, wavs(long_corpus)[0], "--format", "npy", "-o", out).returncode == 0
     else:
         out.write_text("the previous output\n")
     before = snapshot(tmp_path)
-    process = subprocess.Popen([sys.executable, "-m", "audiotok", "tokenize", logmel_bundle, big_corpus, "--format",
+    process = subprocess.Popen([sys.executable, "-m", "audiotok", "tokenize", logmel_bundle, long_corpus, "--format",
                                 fmt, "-o", out], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(".units.*.tmp")):  # the staged output exists: the run is under way
