@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from audiotok.runtime.corpus import CorpusFile
-from audiotok.runtime.engine import WorkerSpec, available_cores, threads_per_job
-from audiotok.runtime.local_engine import LocalEngine
-from audiotok.runtime.tokenize_worker import TokenizeWorker
+from audiotok.runtime.corpus.engine import WorkerSpec, available_cores, threads_per_job
+from audiotok.runtime.corpus.listing import CorpusFile
+from audiotok.runtime.corpus.local_engine import LocalEngine
+from audiotok.runtime.corpus.worker import TokenizeWorker
 
 LAYER, K = 6, 100
 

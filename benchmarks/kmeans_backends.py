@@ -34,9 +34,9 @@ BACKENDS = ("sklearn", "faiss")
 
 def extract(audio: list[str], model: str, layer: int | None) -> np.ndarray:
     from audiotok.models import load_encoder
-    from audiotok.runtime.audio import file_blocks
-    from audiotok.runtime.corpus import list_corpus
     from audiotok.models.features import FeatureExtractor
+    from audiotok.runtime.audio import file_blocks
+    from audiotok.runtime.corpus.listing import list_corpus
 
     extractor = FeatureExtractor(load_encoder(model, layer, "auto"))
     return np.concatenate([extractor.features(file_blocks(f.path)) for f in list_corpus(audio)])

@@ -28,11 +28,11 @@ from audiotok.models import Encoder, load_encoder
 from audiotok.models.vocabulary_sidecar import read_sidecar, sidecar_path
 from audiotok.runtime.audio import file_blocks
 from audiotok.runtime.constants import RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
-from audiotok.runtime.corpus import list_corpus
+from audiotok.runtime.corpus.listing import list_corpus
 from audiotok.runtime.errors import AudiotokError, SettingsError
+from audiotok.runtime.formats.staging import atomic_path
 from audiotok.runtime.log import log
 from audiotok.runtime.manifest import PRECISIONS, Manifest
-from audiotok.runtime.output import atomic_path
 from audiotok.runtime.preprocess import CHANNEL_MEAN, FEATURE_NORMS, FRAME_RULES, check_choice, parse_channel
 from audiotok.runtime.session import INPUT_NAME, OUTPUT_NAME
 from audiotok.runtime.tokenizer import Tokenizer

@@ -25,23 +25,21 @@ import numpy as np
 import torch
 
 from audiotok.models import BUILTIN, load_encoder
+from audiotok.models.features import FeatureExtractor
 from audiotok.runtime.audio import file_blocks
-from audiotok.runtime.corpus import list_corpus
 from audiotok.runtime.bundle_centroids import centroids_sha256, extract_centroids
-from audiotok.runtime.engine_options import add_provider_argument
+from audiotok.runtime.commands.options import add_provider_argument
+from audiotok.runtime.constants import FRAME_SECONDS
+from audiotok.runtime.corpus.listing import list_corpus
 from audiotok.runtime.errors import AudiotokError, SettingsError
 from audiotok.runtime.manifest import Manifest
 from audiotok.runtime.preprocess import prepared_blocks
-from audiotok.runtime.constants import FRAME_SECONDS
-from audiotok.runtime.tokenize_cmd import max_pass_seconds
 from audiotok.runtime.tokenizer import Tokenizer
-from audiotok.runtime.windowing import DEFAULT_MAX_PASS_SECONDS, OFFLINE_POLICY, one_pass_samples
-from audiotok.models.features import FeatureExtractor
+from audiotok.runtime.windowing import DEFAULT_MAX_PASS_SECONDS, OFFLINE_POLICY, max_pass_seconds, one_pass_samples
 
 from .centroids import CentroidsError, load_centroids
 from .graph import NearestCentroid
 from .parity import check_min_agreement, equal_units
-
 
 ATTENTION_COPIES = 3  # attention-score matrices alive at an onnxruntime pass's peak (benchmarks/pass_memory.py)
 PASS_BYTES_PER_SECOND = 12e6  # a pass's other memory per second of audio at HuBERT-base size (torch, the larger)

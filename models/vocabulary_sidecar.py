@@ -20,8 +20,8 @@ from audiotok import __version__
 from audiotok.runtime.errors import AudiotokError
 from audiotok.runtime.json_rules import (Integer, JsonObject, JsonRuleError, Number, Rule, Text, TextList,
                                          load_bounded_json)
+from audiotok.runtime.formats.staging import atomic_path
 from audiotok.runtime.manifest import MAX_DIM, MAX_K, MAX_LAYER
-from audiotok.runtime.output import atomic_path
 
 from .base import EncoderSpec
 

@@ -5,6 +5,8 @@ Every failure a user can cause (a bad file, a bad bundle, a bad setting) raises 
 non-zero instead of showing a traceback.
 """
 
+import unicodedata
+
 
 class AudiotokError(Exception):
     """A problem with the user's input, reported as one line."""
@@ -20,3 +22,12 @@ class BundleError(AudiotokError):
 
 class SettingsError(AudiotokError):
     """Options that cannot work together."""
+
+
+def one_line(text: str) -> str:
+    """``text`` with control and line-break characters escaped, so a message stays one line."""
+    return "".join(repr(c)[1:-1] if is_line_break(c) else c for c in text)
+
+
+def is_line_break(char: str) -> bool:
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp")

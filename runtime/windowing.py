@@ -207,3 +207,13 @@ class Windower:
             self._buffer_start += drop
         emitted = units[window.emit_start - window.start: window.emit_stop - window.start]
         return window.emit_start, emitted
+
+
+def max_pass_seconds(text: str | float) -> float:
+    """``--max-pass-seconds`` as a float, checked here so that a bad value fails before any audio is read."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise SettingsError(f"--max-pass-seconds must be a number of seconds, got {text!r}") from None
+    one_pass_samples(seconds, "--max-pass-seconds")
+    return seconds

@@ -50,7 +50,7 @@ def describe() -> dict:
 
 
 def tokenize(bundle: str, files: list[str], workdir: Path) -> dict:
-    from audiotok.runtime.cli import main
+    from audiotok.runtime.commands.dispatcher import main
 
     out = workdir / "tokenize.jsonl"
     code = main(["tokenize", bundle, *files, "--format", "jsonl", "-o", str(out), "--overwrite", "--threads", "1"])
@@ -60,7 +60,7 @@ def tokenize(bundle: str, files: list[str], workdir: Path) -> dict:
 
 def stream(bundle: str, pcm: str, args: list[str], workdir: Path) -> dict:
     """``audiotok stream BUNDLE --input - --format jsonl ARGS`` with stdin a pipe written by a thread."""
-    from audiotok.runtime.cli import main
+    from audiotok.runtime.commands.dispatcher import main
 
     read_end, write_end = os.pipe()
     data = Path(pcm).read_bytes()

@@ -13,7 +13,7 @@ import onnx
 import onnx.helper as oh
 from onnx import TensorProto
 
-from audiotok.runtime.cli import main
+from audiotok.runtime.commands.dispatcher import main
 from audiotok.runtime.constants import MANIFEST_KEY
 
 TIME_LIMIT_SECONDS = 30  # one command on a tiny bundle and a second of audio; a hang fails the test

@@ -6,12 +6,11 @@ import json
 
 import numpy as np
 import soundfile as sf
+from conftest import run_cli, write_wav
 
 from audiotok.runtime import Tokenizer, dedup
-from audiotok.runtime.cli import COMMANDS
+from audiotok.runtime.commands.dispatcher import COMMANDS
 from audiotok.runtime.constants import frame_count
-
-from conftest import run_cli, write_wav
 
 
 def test_train_writes_centroids_and_sidecar(logmel_units):

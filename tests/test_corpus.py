@@ -1,4 +1,4 @@
-"""Corpus-scale tokenization: folders and manifests, parallel jobs, resume after SIGKILL, bad files."""
+"""Corpus-scale tokenization: folders and file lists, parallel jobs, resume after SIGKILL, bad files."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ import time
 
 import numpy as np
 import pytest
-
-from audiotok.runtime import Tokenizer
-from audiotok.runtime.corpus import list_corpus
-
 from conftest import run_cli, write_wav
 from corpus_audio import write_corpus
+
+from audiotok.runtime import Tokenizer
+from audiotok.runtime.corpus.listing import list_corpus
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +166,7 @@ def test_bad_manifest_is_one_clear_error(tmp_path, logmel_bundle):
     assert result.stderr.decode().strip() == (f"audiotok: error: @{manifest}:2: sample count 'not-a-number' "
                                              "is not an integer")
     missing = run_cli("tokenize", logmel_bundle, f"@{tmp_path / 'none.tsv'}")
-    assert missing.stderr.decode().strip() == f"audiotok: error: @{tmp_path / 'none.tsv'}: no such manifest file"
+    assert missing.stderr.decode().strip() == f"audiotok: error: @{tmp_path / 'none.tsv'}: no such file list"
 
 
 def test_parallel_txt_keeps_input_order_and_fails_fast(corpus, reference, logmel_bundle, tmp_path):

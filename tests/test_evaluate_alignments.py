@@ -9,7 +9,7 @@ import pytest
 from praatio import textgrid as tgio
 from praatio.utilities.constants import Interval, Point
 
-from audiotok.runtime.alignments import AlignmentError, Alignments, Segments, read_textgrid, read_tsv
+from audiotok.runtime.evaluation.alignments import AlignmentError, Alignments, Segments, read_textgrid, read_tsv
 
 PHONES = [(0.0, 0.1, ""), (0.1, 0.25, "ʃ"), (0.25, 0.4, "aʊ"), (0.4, 0.55, "t"), (0.55, 0.7, "")]
 

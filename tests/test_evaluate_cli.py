@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import ERROR_PREFIX, error_line, REPO, run_cli
+from conftest import ERROR_PREFIX, REPO, error_line, run_cli
 from praatio import textgrid as tgio
 
 from audiotok.runtime.tokenizer import Tokenizer
@@ -180,7 +180,7 @@ def test_the_eval_extra_is_named_when_missing():
                "    def find_spec(self, name, path=None, target=None):\n"
                "        if name.split('.')[0] == 'rapidfuzz': raise ModuleNotFoundError('blocked', name=name)\n"
                "sys.meta_path.insert(0, B())\n"
-               "from audiotok.runtime.cli import main; sys.exit(main(sys.argv[1:]))")
+               "from audiotok.runtime.commands.dispatcher import main; sys.exit(main(sys.argv[1:]))")
     result = subprocess.run([sys.executable, "-c", blocker, "evaluate", "--help"], capture_output=True, text=True,
                             cwd=REPO)
     assert result.returncode == 1

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from audiotok.runtime.alignment_metrics import PhoneUnitCounts, cluster_purity, phone_purity, pnmi
 from audiotok.runtime.errors import SettingsError
-from audiotok.runtime.perturb import Perturbation, apply, expand, parse_perturbation, seeded_rng
-from audiotok.runtime.unit_compare import compare, frame_agreement, unit_edit_distance
-from audiotok.runtime.unit_stats import UnitCounter
+from audiotok.runtime.evaluation.perturb import Perturbation, apply, expand, parse_perturbation, seeded_rng
+from audiotok.runtime.evaluation.phone_metrics import PhoneUnitCounts, cluster_purity, phone_purity, pnmi
+from audiotok.runtime.evaluation.unit_compare import compare, frame_agreement, unit_edit_distance
+from audiotok.runtime.evaluation.unit_stats import UnitCounter
 
 
 def mutual_information_by_hand(table: list[list[int]]) -> float:
@@ -135,7 +135,7 @@ def test_perturbations_are_seeded_and_do_what_they_say():
 def test_recorded_noise_is_drawn_reproducibly_at_the_asked_ratio(tmp_path):
     import soundfile as sf
 
-    from audiotok.runtime.perturb import NoiseBank
+    from audiotok.runtime.evaluation.perturb import NoiseBank
 
     rng = np.random.default_rng(2)
     sf.write(tmp_path / "hum.wav", (0.05 * np.sin(np.arange(8_000) * 0.3)).astype(np.float32), 8_000)
@@ -158,7 +158,7 @@ def test_recorded_noise_is_drawn_reproducibly_at_the_asked_ratio(tmp_path):
 def test_bundles_of_other_vocabularies_are_refused_or_flagged():
     from types import SimpleNamespace
 
-    from audiotok.runtime.evaluation import check_comparable
+    from audiotok.runtime.evaluation.measure import check_comparable
 
     def bundle(path, k=100, sha="a", hop=320):
         manifest = SimpleNamespace(sample_rate=16_000, hop=hop, receptive_field=400, k=k, centroids_sha256=sha)
@@ -173,7 +173,7 @@ def test_bundles_of_other_vocabularies_are_refused_or_flagged():
 
 
 def test_confusion_order_puts_units_under_their_phone():
-    from audiotok.runtime.confusion_plot import sorted_table
+    from audiotok.runtime.plotting.confusion_plot import sorted_table
 
     table = np.array([[1, 0, 4, 0, 0], [0, 6, 0, 2, 0]])  # phones a (5 frames), b (8); unit 4 unused
     rows, names, units = sorted_table(table, ["a", "b"])

@@ -10,11 +10,10 @@ not need scikit-learn or the training code to write a bundle).
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from conftest import REPO
 
 ALLOWED = {
@@ -35,8 +34,9 @@ def _modules() -> dict[str, Path]:
     """Every module of every audiotok package: dotted name -> file."""
     modules = {}
     for package, folder in _package_dirs().items():
-        for path in folder.glob("*.py"):
-            modules[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+        for path in folder.rglob("*.py"):
+            parts = path.relative_to(folder).with_suffix("").parts
+            modules[".".join((package, *parts[:-1]) if parts[-1] == "__init__" else (package, *parts))] = path
     return modules
 
 
@@ -88,6 +88,42 @@ def test_packages_import_only_in_the_allowed_directions(layer):
     wrong = sorted(f"{module} imports {target}" for module, targets in _graph().items() if _layer(module) == layer
                    for target in targets if _layer(target) is not None and _layer(target) not in ALLOWED[layer])
     assert wrong == []
+
+
+# The runtime's rooms (docs/architecture.md): the core sits flat in runtime/ and imports no room, so the
+# tokenizer and stream never drag in engines, formats or commands; commands may use everything.
+ROOMS = {
+    "core": {"core"},
+    "corpus": {"core", "corpus"},
+    "formats": {"core", "formats"},
+    "evaluation": {"core", "corpus", "evaluation"},
+    "plotting": {"core", "formats", "plotting"},
+    "commands": {"core", "corpus", "formats", "evaluation", "plotting", "commands"},
+}
+
+
+def _room(module: str) -> str | None:
+    """``audiotok.runtime.formats.lines`` -> ``formats``; a flat runtime module -> ``core``."""
+    parts = module.split(".")
+    if parts[:2] != ["audiotok", "runtime"]:
+        return None
+    return parts[2] if len(parts) > 2 and parts[2] in ROOMS else "core"
+
+
+def test_every_runtime_folder_is_a_known_room():
+    folders = {p.name for p in (REPO / "runtime").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == set(ROOMS) - {"core"}
+
+
+def test_runtime_rooms_import_only_in_the_allowed_directions():
+    wrong = sorted(f"{module} imports {target}" for module, targets in _graph().items() if _room(module)
+                   for target in targets if _room(target) and _room(target) not in ROOMS[_room(module)])
+    assert wrong == []
+
+
+def test_the_room_check_sees_a_wrong_direction():
+    assert _room("audiotok.runtime.tokenizer") == "core" and _room("audiotok.runtime.formats.lines") == "formats"
+    assert "commands" not in ROOMS["core"] and _room("audiotok.export.bundle") is None
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

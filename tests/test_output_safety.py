@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import error_line, run_cli
 from corpus_audio import write_corpus
 
@@ -233,7 +232,7 @@ def test_an_interrupted_run_leaves_the_old_output_and_no_debris(fmt, stop, long_
 
 
 def _run_with_umask(umask: int, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", f"import os, sys; os.umask({umask}); from audiotok.runtime.cli "
+    return subprocess.run([sys.executable, "-c", f"import os, sys; os.umask({umask}); from audiotok.runtime.commands.dispatcher "
                            "import main; sys.exit(main(sys.argv[1:]))", *map(str, args)], capture_output=True,
                           timeout=600)
 

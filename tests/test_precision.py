@@ -10,12 +10,11 @@ import re
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import run_cli, write_wav
 
 from audiotok.runtime.audio import file_blocks
 from audiotok.runtime.constants import frame_count
 from audiotok.runtime.tokenizer import Tokenizer
-
-from conftest import run_cli, write_wav
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_FLOOR = {"fp32": 0.999, "fp16": 0.98, "int8": 0.95}  # as documented in `audiotok export --help`
@@ -32,7 +31,7 @@ def tiny_units(tiny_hubert, speech_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def bundles(tiny_hubert, tiny_units):
     """One bundle per precision, exported in this process through the CLI dispatcher."""
-    from audiotok.runtime.cli import main
+    from audiotok.runtime.commands.dispatcher import main
 
     paths = {}
     for precision in PRECISIONS:

@@ -24,7 +24,8 @@ def run_blocked(code: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_every_runtime_module_imports_without_training_libraries():
-    modules = sorted(p.stem for p in (REPO / "runtime").glob("*.py") if p.stem != "__init__")
+    modules = sorted(".".join(p.relative_to(REPO / "runtime").with_suffix("").parts)
+                     for p in (REPO / "runtime").rglob("*.py") if p.stem != "__init__")
     code = ("import importlib, sys\n"
             f"for m in {modules!r}: importlib.import_module('audiotok.runtime.' + m)\n"
             f"loaded = sorted(n for n in sys.modules if n.split('.')[0] in {BLOCKED!r})\n"
@@ -37,7 +38,7 @@ def test_every_runtime_module_imports_without_training_libraries():
 
 def test_tokenize_runs_with_training_libraries_blocked(logmel_bundle, speech_dir):
     wav = sorted(speech_dir.glob("*.wav"))[0]
-    code = "from audiotok.runtime.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "from audiotok.runtime.commands.dispatcher import main; sys.exit(main(sys.argv[1:]))"
     blocked = run_blocked(code, "tokenize", logmel_bundle, wav)
     assert blocked.returncode == 0, blocked.stderr
     normal = subprocess.run([sys.executable, "-m", "audiotok", "tokenize", str(logmel_bundle), str(wav)],
@@ -46,7 +47,7 @@ def test_tokenize_runs_with_training_libraries_blocked(logmel_bundle, speech_dir
 
 
 def test_training_commands_name_the_extra_when_torch_is_missing(tmp_path):
-    code = "from audiotok.runtime.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "from audiotok.runtime.commands.dispatcher import main; sys.exit(main(sys.argv[1:]))"
     for cmd in ("train", "export"):
         result = run_blocked(code, cmd, "--help")
         assert result.returncode == 1
@@ -60,7 +61,7 @@ def test_export_runs_without_scikit_learn(logmel_units, logmel_bundle, speech_di
     # (torch probes optional modules with find_spec, which a raising finder would break).
     code = ("import sys\n"
             "sys.modules['sklearn'] = None\n"
-            "from audiotok.runtime.cli import main\n"
+            "from audiotok.runtime.commands.dispatcher import main\n"
             "status = main(sys.argv[1:])\n"
             "assert sys.modules['sklearn'] is None and not any(n.startswith('sklearn.') for n in sys.modules)\n"
             "sys.exit(status)")

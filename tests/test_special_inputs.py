@@ -6,8 +6,8 @@ outcome), within a time limit: a FIFO nobody writes to must never be opened for 
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
@@ -16,12 +16,12 @@ import onnx
 import onnx.helper as oh
 import pytest
 import soundfile as sf
+from conftest import error_line, write_wav
 
 from audiotok.runtime import Tokenizer
 from audiotok.runtime.audio import file_blocks
 from audiotok.runtime.errors import AudioError, BundleError
 from audiotok.runtime.native_stderr import captured_stderr, clean_lines
-from conftest import error_line, write_wav
 
 LIMIT_S = 60  # a hang is a failure, not a stuck suite
 PIPE_HINT = "audiotok stream BUNDLE --input -"
@@ -92,7 +92,7 @@ def test_fifo_bundle_is_refused(specials, speech_dir, command):
 
 def test_fifo_manifest_is_refused(logmel_bundle, specials):
     one_error_line(cli("tokenize", logmel_bundle, f"@{specials / 'pipe.tsv'}"),
-                   "pipe.tsv: is a pipe (FIFO), not a manifest file")
+                   "pipe.tsv: is a pipe (FIFO), not a file list")
 
 
 def test_fifo_stream_input_file_is_refused(logmel_bundle, specials):
@@ -159,7 +159,7 @@ class FailingStdin:
 
 
 def test_stream_read_error_keeps_what_was_printed(logmel_bundle, speech_16k, monkeypatch, capsys):
-    from audiotok.runtime.cli import main
+    from audiotok.runtime.commands.dispatcher import main
 
     pcm = (speech_16k[: 3 * 16_000] * 32767).astype("<i2")
     read_end, write_end = os.pipe()

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from audiotok.runtime.tokenizer import Tokenizer
-from audiotok.runtime.unit_formats import NpyShardWriter, OutputError, open_writer, read_units_folder
-from audiotok.runtime.unit_runs import dedup
 from conftest import run_cli, write_wav
+
+from audiotok.runtime.formats import open_writer
+from audiotok.runtime.formats.staging import OutputError
+from audiotok.runtime.formats.units_folder import NpyShardWriter, read_units_folder
+from audiotok.runtime.tokenizer import Tokenizer
+from audiotok.runtime.unit_runs import dedup
 
 
 def load_npy_folder(folder: Path) -> dict[str, np.ndarray]:

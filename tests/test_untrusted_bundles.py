@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from hostile_bundles import manifest_of, replace_field, unit_graph
 
 from audiotok.runtime.errors import BundleError
 from audiotok.runtime.json_rules import JsonRuleError, load_bounded_json
 from audiotok.runtime.manifest import FIELD_RULES, Manifest
 from audiotok.runtime.tokenizer import Tokenizer, checked_units
-from hostile_bundles import manifest_of, replace_field, unit_graph
 
 VALID = dict(encoder="logmel", encoder_type="logmel", layer=0, k=16, dim=80, normalization="none", precision="fp32",
              opset=18, centroids_sha256="ab" * 32, audiotok_version="0.1.0")
@@ -118,7 +118,7 @@ def test_a_bundle_error_inside_a_ray_worker_reaches_the_user_as_its_own_line():
     engine unwraps it so `--engine ray` prints the same one line as a local run."""
     from ray.exceptions import RayTaskError
 
-    from audiotok.runtime.ray_engine import _audiotok_cause
+    from audiotok.runtime.corpus.ray_engine import _audiotok_cause
 
     wrapped = RayTaskError("map", "Traceback (most recent call last): ...", BundleError("b.onnx: bad ids"))
     found = _audiotok_cause(wrapped.as_instanceof_cause())

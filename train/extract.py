@@ -12,12 +12,12 @@ from pathlib import Path
 
 from audiotok.models import Encoder
 from audiotok.runtime.constants import FRAME_SECONDS
-from audiotok.runtime.corpus import CorpusFile
-from audiotok.runtime.engine import WorkerSpec
-from audiotok.runtime.engine_options import make_engine
-from audiotok.runtime.local_engine import LocalEngine
+from audiotok.runtime.corpus.choose_engine import make_engine
+from audiotok.runtime.corpus.engine import WorkerSpec
+from audiotok.runtime.corpus.listing import CorpusFile
+from audiotok.runtime.corpus.local_engine import LocalEngine
+from audiotok.runtime.corpus.progress import CorpusProgress
 from audiotok.runtime.log import log
-from audiotok.runtime.progress import CorpusProgress
 from audiotok.runtime.windowing import OFFLINE_POLICY
 
 from .feature_cache import CachedFeatures, FeatureCache, describe

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from audiotok.runtime.errors import SettingsError
-from audiotok.runtime.output import atomic_path
+from audiotok.runtime.formats.staging import atomic_path
 
 from .feature_cache import CachedFeatures
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiotok.runtime.plotting import PlotUnavailable, new_figure, save_figure
+from audiotok.runtime.plotting.canvas import PlotUnavailable, new_figure, save_figure
 
 from .kmeans import UnitStats
 

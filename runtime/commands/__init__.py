@@ -1,0 +1,1 @@
+"""The ``audiotok`` command line: the dispatcher and one module per runtime subcommand."""

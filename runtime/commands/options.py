@@ -1,0 +1,30 @@
+"""Options several commands share, declared once so that a flag means the same everywhere.
+
+tokenize and train both fan work out over --engine/--jobs/--threads/--ray-address, and several
+commands pick onnxruntime providers with --provider.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..corpus.choose_engine import ENGINES
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, *, workers: str, threads: str) -> None:
+    """--engine, --jobs, --threads and --ray-address; ``workers`` and ``threads`` say what they run."""
+    parser.add_argument("--engine", choices=ENGINES, default="local",
+                        help="local: processes on this machine; ray: a Ray Data actor pool")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help=f"{workers}: local processes (default 1), or Ray actors (default: the cluster's "
+                             "CPUs / --threads)")
+    parser.add_argument("--threads", type=int, default=None, help=threads)
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster to join (`auto`, HOST:6379); default: start a local Ray")
+
+
+def add_provider_argument(parser: argparse.ArgumentParser, purpose: str = "") -> None:
+    """--provider, repeatable for a preference list (cpu, cuda, ...)."""
+    parser.add_argument("--provider", action="append", default=None,
+                        help=f"onnxruntime execution provider{purpose} (cpu, cuda, ...); repeat for a preference "
+                             "list; falls back to CPU")

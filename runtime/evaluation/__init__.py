@@ -1,0 +1,1 @@
+"""Unit quality: phone alignments, PNMI and purity, usage statistics, stability under perturbation."""

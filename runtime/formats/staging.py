@@ -1,0 +1,102 @@
+"""Writing outputs: files (or folders) that appear only when complete.
+
+Every output goes through :func:`stage_beside`: a temp name in the target's folder, renamed onto the
+target only when complete, so a failed or interrupted run leaves the old output as it was and no
+debris. Staged outputs get the permissions the umask gives (0644/0755 under umask 022), as a file
+made by ``open()`` would. A target that is a folder (for a file output), a symbolic link or a
+special file is refused before any work: replacing it would lose what audiotok did not write.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import AudiotokError
+
+STAGE_ATTEMPTS = 100  # random temp names tried before giving up (each collision is 1 in 2**64)
+
+
+class OutputError(AudiotokError):
+    """An output that cannot be written, or whose target holds something audiotok did not write."""
+
+
+def check_target(target: str | os.PathLike, *, folder: bool = False) -> Path:
+    """Refuse a target that a staged output must not replace; returns it as a Path.
+
+    A file output may replace a regular file (that is what ``-o`` means), never a folder, a link or
+    a device; a folder output's own checks (what it may replace) belong to its writer.
+    """
+    target = Path(target)
+    if str(target) in ("", ".", "..") or target.name in ("", ".", ".."):
+        raise OutputError(f"-o {target}: give a {'folder' if folder else 'file'} name, not {str(target) or '.'!r}")
+    try:
+        info = target.lstat()
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise OutputError(f"-o {target}: {exc.strerror}") from None
+    if info is not None and not folder:
+        if stat.S_ISDIR(info.st_mode) or (stat.S_ISLNK(info.st_mode) and target.is_dir()):
+            raise OutputError(f"-o {target}: is a folder; give a file name")
+        if stat.S_ISLNK(info.st_mode):
+            raise OutputError(f"-o {target}: is a symbolic link, which would be replaced; give the real path")
+        if not stat.S_ISREG(info.st_mode):
+            raise OutputError(f"-o {target}: exists and is not a regular file; give another name")
+    parent = target.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"-o {target}: {parent} is not a folder")
+    return target
+
+
+def stage_beside(target: Path, *, folder: bool = False) -> Path:
+    """A new temp file (or folder) in ``target``'s folder, so renaming it onto ``target`` is atomic.
+
+    Made with ``os.open(..., 0o666)`` / ``os.mkdir(..., 0o777)`` so the umask decides its permissions
+    (``mkstemp``/``mkdtemp`` would make every output 0600/0700).
+    """
+    target = check_target(target, folder=folder)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(STAGE_ATTEMPTS):
+            tmp = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
+            try:
+                if folder:
+                    os.mkdir(tmp, 0o777)
+                else:
+                    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                return tmp
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise OutputError(f"-o {target}: cannot write in {target.parent} ({exc.strerror})") from None
+    raise OutputError(f"-o {target}: no free temp name in {target.parent}")
+
+
+def replace_into(staged: Path, target: Path) -> None:
+    """Rename a complete staged output onto ``target`` (one line, not a traceback, if the OS refuses)."""
+    try:
+        os.replace(staged, target)
+    except OSError as exc:
+        raise OutputError(f"-o {target}: cannot replace it ({exc.strerror})") from None
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``target``; it replaces ``target`` only if the block succeeds.
+
+    On any error (KeyboardInterrupt included) the temp file is removed, so an existing output is
+    never replaced by a partial one and no debris is left.
+    """
+    target = Path(target)
+    tmp = stage_beside(target)
+    try:
+        yield tmp
+        replace_into(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

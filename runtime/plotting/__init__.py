@@ -1,0 +1,1 @@
+"""Figures (the optional ``[plot]`` extra): matplotlib is imported only when a plot is drawn."""

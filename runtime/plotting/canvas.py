@@ -1,0 +1,57 @@
+"""matplotlib, imported only when a plot is drawn (it is the optional ``[plot]`` extra).
+
+Figures are drawn on the Agg canvas directly, without pyplot: no display, no global figure state,
+and the saved image has exactly the requested pixel size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import AudiotokError, SettingsError
+from ..formats.staging import atomic_path
+
+DPI = 100  # pixels per inch: figure inches x DPI = image pixels
+IMAGE_FORMATS = ("png", "svg", "pdf")
+
+
+class PlotUnavailable(AudiotokError):
+    """matplotlib is not installed."""
+
+
+def new_figure(width_px: int, height_px: int):
+    """An empty matplotlib Figure on an Agg canvas, ``width_px`` x ``height_px`` when saved as PNG."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlotUnavailable("plotting needs matplotlib, which is not installed: "
+                              "pip install 'audiotok[plot]'") from None
+    if width_px < 200 or height_px < 150:
+        raise SettingsError(f"plot size {width_px}x{height_px} px is too small (at least 200x150)")
+    figure = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def image_format(path: str | Path) -> str:
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    if fmt not in IMAGE_FORMATS:
+        raise SettingsError(f"-o {path}: write a .png, .svg or .pdf image")
+    return fmt
+
+
+PNG_SOFTWARE = "audiotok"  # the PNG Software chunk: marks an image audiotok may replace (train's usage plot)
+
+
+def save_figure(figure, path: str | Path) -> None:
+    """Save atomically (temp file, then rename), in the format the name's extension says."""
+    fmt = image_format(path)
+    metadata = {"Software": PNG_SOFTWARE} if fmt == "png" else None
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format=fmt, dpi=DPI, metadata=metadata)
+
+
+def is_audiotok_png(content: bytes) -> bool:
+    """Whether ``content`` is a PNG that :func:`save_figure` wrote (its Software text chunk says so)."""
+    return content.startswith(b"\x89PNG\r\n\x1a\n") and b"Software\x00" + PNG_SOFTWARE.encode() in content[:4096]
