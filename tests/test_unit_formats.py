@@ -152,3 +152,57 @@ def test_cli_npy_needs_a_folder(logmel_bundle, wavs):
     result = run_cli("tokenize", logmel_bundle, wavs[0], "--format", "npy")
     err = result.stderr.decode()
     assert result.returncode == 1 and err == "audiotok: error: --format npy writes a folder of shards: give -o FOLDER\n"
+
+
+def _damage_meta(folder):
+    (folder / "meta.json").write_text("[1, 2]")
+    return "not an audiotok units folder"
+
+
+def _damage_header(folder):
+    index = folder / "index.tsv"
+    index.write_text("a\tb\tc\td\te\n" + index.read_text().split("\n", 1)[1])
+    return "index.tsv:1: not the header"
+
+
+def _damage_span(folder):
+    index = folder / "index.tsv"
+    lines = index.read_text().splitlines()
+    row = lines[1].split("\t")
+    row[3] = "99999999"  # a length past the end of its shard
+    index.write_text("\n".join([lines[0], "\t".join(row), *lines[2:]]) + "\n")
+    return "index.tsv:2: units 0..99999999 lie outside shard 0"
+
+
+def _damage_number(folder):
+    index = folder / "index.tsv"
+    lines = index.read_text().splitlines()
+    row = lines[1].split("\t")
+    row[2] = "-5"
+    index.write_text("\n".join([lines[0], "\t".join(row), *lines[2:]]) + "\n")
+    return "index.tsv:2: shard, offset and length must be non-negative integers"
+
+
+def _damage_pickle(folder):
+    np.save(folder / "units-00000.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    return "cannot read units-00000.npy"
+
+
+def _damage_shape(folder):
+    np.save(folder / "units-00000.npy", np.zeros((2, 2), dtype=np.uint16))
+    return "units-00000.npy is not a 1-D array of unsigned unit ids"
+
+
+@pytest.mark.parametrize("damage", [_damage_meta, _damage_header, _damage_span, _damage_number, _damage_pickle,
+                                    _damage_shape])
+def test_a_damaged_units_folder_is_one_error_naming_what(tmp_path, damage):
+    """A units folder may come from someone else: reading one never runs pickle or reads past a shard."""
+    out = tmp_path / "units"
+    with open_writer("npy", out, k=50) as writer:
+        writer.write("a.wav", np.array([1, 2, 3]))
+        writer.write("b.wav", np.array([4, 5]))
+    assert [p for p, _, _ in read_units_folder(out)] == ["a.wav", "b.wav"]
+    needle = damage(out)
+    with pytest.raises(OutputError) as info:
+        list(read_units_folder(out))
+    assert needle in str(info.value) and "\n" not in str(info.value)

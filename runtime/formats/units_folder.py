@@ -174,26 +174,62 @@ def remove_units_folder(folder: Path) -> None:
 
 
 def read_units_folder(folder: str | os.PathLike) -> Iterator[tuple[str, np.ndarray, np.ndarray | None]]:
-    """``(path, units, durations or None)`` per file of an ``npy`` folder, in the order written."""
+    """``(path, units, durations or None)`` per file of an ``npy`` folder, in the order written.
+
+    A units folder may come from someone else, so it is read as untrusted: the meta file is bounded,
+    every index row is checked (fields, integers, its span inside its shard), shards are loaded
+    memory-mapped and never with pickle. A bad folder is one OutputError naming the file and line.
+    """
     folder = Path(folder)
     try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        raise OutputError(f"{folder}: not an audiotok units folder (no readable meta.json)") from None
+        meta = read_json_object(folder / "meta.json")
+    except OutputError as exc:
+        raise OutputError(f"{folder}: not an audiotok units folder ({exc})") from None
     if meta.get("format") != FOLDER_FORMAT or meta.get("version") != FOLDER_VERSION:
-        raise OutputError(f"{folder}: units folder format {meta.get('format')} v{meta.get('version')} is not "
+        raise OutputError(f"{folder}: units folder format {meta.get('format')!r} v{meta.get('version')!r} is not "
                           f"{FOLDER_FORMAT} v{FOLDER_VERSION}")
+    dedup = meta.get("dedup")
+    if not isinstance(dedup, bool):
+        raise OutputError(f"{folder / 'meta.json'}: 'dedup' must be true or false")
     shards: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
-    with open(folder / "index.tsv", encoding="utf-8") as index:
-        next(index)
-        for line in index:
-            path, shard, offset, length, _frames = line.rstrip("\n").split("\t")
-            shard, offset, length = int(shard), int(offset), int(length)
+    try:
+        index = open(folder / "index.tsv", encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"{folder / 'index.tsv'}: cannot read it ({exc.strerror})") from None
+    with index:
+        for number, line in enumerate(index, start=1):
+            where = f"{folder / 'index.tsv'}:{number}"
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != len(INDEX_COLUMNS):
+                raise OutputError(f"{where}: expected {len(INDEX_COLUMNS)} tab-separated fields, got {len(fields)}")
+            if number == 1:
+                if tuple(fields) != INDEX_COLUMNS:
+                    raise OutputError(f"{where}: not the header {' '.join(INDEX_COLUMNS)}")
+                continue
+            path, numbers = fields[0], fields[1:4]
+            if not all(n.isascii() and n.isdigit() and len(n) <= 18 for n in numbers):
+                raise OutputError(f"{where}: shard, offset and length must be non-negative integers")
+            shard, offset, length = map(int, numbers)
             if shard not in shards:
-                units = np.load(folder / f"units-{shard:05d}.npy", mmap_mode="r")
-                durations = (np.load(folder / f"durations-{shard:05d}.npy", mmap_mode="r")
-                             if meta.get("dedup") else None)
+                units = _load_shard(folder / f"units-{shard:05d}.npy", where)
+                durations = _load_shard(folder / f"durations-{shard:05d}.npy", where) if dedup else None
+                if durations is not None and len(durations) != len(units):
+                    raise OutputError(f"{where}: shard {shard}'s durations and units differ in length")
                 shards = {shard: (units, durations)}  # files are in shard order: keep one shard open
             units, durations = shards[shard]
+            if offset + length > len(units):
+                raise OutputError(f"{where}: units {offset}..{offset + length} lie outside shard {shard} "
+                                  f"({len(units)} units)")
             piece = slice(offset, offset + length)
             yield path, np.asarray(units[piece]), None if durations is None else np.asarray(durations[piece])
+
+
+def _load_shard(path: Path, where: str) -> np.ndarray:
+    """A 1-D unsigned-integer shard, memory-mapped (a huge shard costs no memory until read), no pickle."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{where}: cannot read {path.name} ({exc})") from None
+    if not isinstance(array, np.ndarray) or array.ndim != 1 or array.dtype.kind != "u":
+        raise OutputError(f"{where}: {path.name} is not a 1-D array of unsigned unit ids")
+    return array
