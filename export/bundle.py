@@ -301,7 +301,7 @@ def export_bundle(config: ExportConfig, progress: Progress = lambda _: None) -> 
                                      options.feature_norm)
         del tokenizer
         required = config.required_agreement
-        if agreement.fraction < required:
+        if not agreement.meets(required):
             raise AgreementError(
                 f"the {config.precision} bundle's units equal torch's on {agreement.fraction:.2%} of "
                 f"{agreement.frames} frames, below --min-agreement {required:.2%}; nothing was written: "

@@ -54,6 +54,10 @@ class Agreement:
     def fraction(self) -> float:
         return self.matching / self.frames if self.frames else 1.0
 
+    def meets(self, bar: float | None) -> bool:
+        """Whether the agreement reaches ``--min-agreement`` (None: no bar); export and verify both ask this."""
+        return bar is None or self.fraction >= bar
+
     def as_dict(self, reference: str) -> dict[str, object]:
         figures = {"reference": reference, "frames": self.frames, "matching": self.matching,
                    "agreement": round(self.fraction, 6), "audio": self.audio}

@@ -39,7 +39,7 @@ from audiotok.runtime.windowing import DEFAULT_MAX_PASS_SECONDS, OFFLINE_POLICY,
 
 from .centroids import CentroidsError, load_centroids
 from .graph import NearestCentroid
-from .parity import check_min_agreement, equal_units
+from .parity import Agreement, check_min_agreement, equal_units
 
 ATTENTION_COPIES = 3  # attention-score matrices alive at an onnxruntime pass's peak (benchmarks/pass_memory.py)
 PASS_BYTES_PER_SECOND = 12e6  # a pass's other memory per second of audio at HuBERT-base size (torch, the larger)
@@ -159,12 +159,12 @@ def run(args: argparse.Namespace) -> int:
         same = equal_units(got, expected)
         frames, matching = frames + len(got), matching + same
         print(f"{path}\t{same}/{len(got)}\t{same / len(got) if len(got) else 1.0:.4%}", flush=True)
-    fraction = matching / frames if frames else 1.0
+    agreement = Agreement(frames, matching, audio=f"{len(files)} files")
     exported = manifest.agreement.get("agreement")
     at_export = f"; {exported:.2%} at export" if isinstance(exported, (int, float)) else ""
     plural = "s" if len(files) != 1 else ""
-    print(f"agreement {fraction:.4%} of {frames} frames in {len(files)} file{plural} ({manifest.precision} bundle on "
-          f"{tokenizer.providers[0]} vs torch fp32{at_export})")
-    if args.min_agreement is not None and fraction < args.min_agreement:
-        raise AgreementBelow(f"agreement {fraction:.4%} is below --min-agreement {args.min_agreement:.4%}")
+    print(f"agreement {agreement.fraction:.4%} of {frames} frames in {len(files)} file{plural} ({manifest.precision} "
+          f"bundle on {tokenizer.providers[0]} vs torch fp32{at_export})")
+    if not agreement.meets(args.min_agreement):
+        raise AgreementBelow(f"agreement {agreement.fraction:.4%} is below --min-agreement {args.min_agreement:.4%}")
     return 0

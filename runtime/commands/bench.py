@@ -45,6 +45,7 @@ from ..errors import AudioError, AudiotokError, SettingsError
 from ..session import open_session
 from ..stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, StreamSettings
 from ..synthetic_speech import speech_like
+from .options import add_provider_argument
 
 HEADROOM = 2.0  # "keeps up" means the work takes at most half the time it has
 MAX_SECONDS = 600.0
@@ -77,8 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=3, help="timed offline passes per thread count (best reported)")
     parser.add_argument("--audio", default=None, metavar="FILE",
                         help="measure on this file (its first --seconds) instead of synthetic speech")
-    parser.add_argument("--provider", nargs="+", default=None, metavar="EP",
-                        help="execution providers, as in audiotok tokenize; None: cpu")
+    add_provider_argument(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
 
 
