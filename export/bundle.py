@@ -25,7 +25,7 @@ import torch
 
 from audiotok import __version__
 from audiotok.models import Encoder, load_encoder
-from audiotok.models.vocabulary_sidecar import read_sidecar, sidecar_path
+from audiotok.models.vocabulary_sidecar import RecordedTraining, read_sidecar, sidecar_path
 from audiotok.runtime.audio import file_blocks
 from audiotok.runtime.constants import RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
 from audiotok.runtime.corpus.listing import list_corpus
@@ -104,14 +104,16 @@ class ProcessorOptions:
     channel: int | str
 
 
-def processor_options(config: ExportConfig, sidecar: dict | None) -> ProcessorOptions:
+def processor_options(config: ExportConfig, sidecar: RecordedTraining | None) -> ProcessorOptions:
     """The bundle's frame rule, feature norm and channel: given options, else the sidecar's, else defaults.
 
     A --feature-norm that contradicts the sidecar is refused: centroids fitted on normalised
     features are meaningless against raw ones, and the other way round.
     """
-    recorded = sidecar or {}
-    trained_norm = recorded.get("feature_norm", "none")
+    # What the sidecar records (None: it does not say, so audiotok's default).
+    norm, rule, trained_channel = ((sidecar.feature_norm, sidecar.frame_rule, sidecar.channel)
+                                   if sidecar is not None else (None, None, None))
+    trained_norm = "none" if norm is None else norm
     if config.feature_norm is not None:
         check_choice(config.feature_norm, FEATURE_NORMS, "--feature-norm")
         if sidecar is not None and config.feature_norm != trained_norm:
@@ -120,50 +122,52 @@ def processor_options(config: ExportConfig, sidecar: dict | None) -> ProcessorOp
                                 f"drop --feature-norm or pass --feature-norm {trained_norm}")
     feature_norm = config.feature_norm or check_choice(trained_norm, FEATURE_NORMS, "the sidecar's feature_norm")
     frame_rule = "pad" if config.pad_last_frame else check_choice(
-        recorded.get("frame_rule", "floor"), FRAME_RULES, "the sidecar's frame_rule")
-    channel = parse_channel(config.channel if config.channel is not None else recorded.get("channel", CHANNEL_MEAN),
+        "floor" if rule is None else rule, FRAME_RULES, "the sidecar's frame_rule")
+    if trained_channel is None:
+        trained_channel = CHANNEL_MEAN
+    channel = parse_channel(config.channel if config.channel is not None else trained_channel,
                             option="--channel" if config.channel is not None else "the sidecar's channel")
     return ProcessorOptions(frame_rule, feature_norm, channel)
 
 
-def _check_pairing(encoder: Encoder, centroids: Centroids, sidecar: dict | None) -> None:
+def _check_pairing(encoder: Encoder, centroids: Centroids, sidecar: RecordedTraining | None) -> None:
     spec = encoder.spec
     if sidecar is not None:
-        trained = sidecar.get("encoder", {})
-        if sidecar.get("layer") != spec.layer:
-            raise CentroidsError(f"--centroids {centroids.source} were fitted on layer {sidecar.get('layer')} "
-                                 f"of {trained.get('name')}, not layer {spec.layer}: pass --layer {sidecar.get('layer')}")
-        same = trained.get("name") == spec.name or (
+        trained = sidecar.encoder
+        if sidecar.layer != spec.layer:
+            raise CentroidsError(f"--centroids {centroids.source} were fitted on layer {sidecar.layer} "
+                                 f"of {sidecar.encoder_name}, not layer {spec.layer}: pass --layer {sidecar.layer}")
+        same = sidecar.encoder_name == spec.name or (
             trained.get("config_sha256") and trained.get("config_sha256") == spec.config_sha256)
         if not same:
-            raise CentroidsError(f"--centroids {centroids.source} were fitted on {trained.get('name')}, "
+            raise CentroidsError(f"--centroids {centroids.source} were fitted on {sidecar.encoder_name}, "
                                  f"not on --model {spec.name}")
     if centroids.dim != spec.dim:
         raise CentroidsError(f"--centroids {centroids.source} have dimension {centroids.dim}, but layer "
                              f"{spec.layer} of {spec.name} gives {spec.dim}-dimensional features")
 
 
-def _fitted_on(centroids: Centroids, sidecar: dict) -> str:
-    trained = sidecar["encoder"]
-    return (f"--centroids {centroids.source} were fitted on layer {sidecar['layer']} of {trained.get('name')} "
+def _fitted_on(centroids: Centroids, sidecar: RecordedTraining) -> str:
+    return (f"--centroids {centroids.source} were fitted on layer {sidecar.layer} of {sidecar.encoder_name} "
             f"(as {sidecar_path(centroids.source).name} beside them records)")
 
 
-def _check_sidecar_shape(centroids: Centroids, sidecar: dict | None) -> None:
+def _check_sidecar_shape(centroids: Centroids, sidecar: RecordedTraining | None) -> None:
     """A sidecar describing other centroids (copied beside the wrong file) must not vouch for these."""
     if sidecar is None:
         return
-    recorded = (sidecar.get("k", centroids.k), sidecar.get("dim", centroids.dim))
+    recorded = (centroids.k if sidecar.k is None else sidecar.k, centroids.dim if sidecar.dim is None else sidecar.dim)
     if recorded != (centroids.k, centroids.dim):
         raise CentroidsError(f"--centroids {centroids.source} are {centroids.k} x {centroids.dim}, but "
                              f"{sidecar_path(centroids.source).name} beside them describes {recorded[0]} x "
                              f"{recorded[1]} centroids: it belongs to another file")
 
 
-def _load_encoder(config: ExportConfig, layer: int | None, centroids: Centroids, sidecar: dict | None) -> Encoder:
+def _load_encoder(config: ExportConfig, layer: int | None, centroids: Centroids,
+                  sidecar: RecordedTraining | None) -> Encoder:
     """The encoder at ``layer``; when that layer came from the sidecar, a refusal says so (not "--layer")."""
     from_sidecar = config.layer is None and sidecar is not None
-    if from_sidecar and (config.model == "logmel") != (sidecar["encoder"].get("name") == "logmel"):
+    if from_sidecar and (config.model == "logmel") != (sidecar.encoder_name == "logmel"):
         raise CentroidsError(f"{_fitted_on(centroids, sidecar)}, not with --model {config.model}: export them "
                              f"with the encoder they were fitted on")
     try:
@@ -188,9 +192,9 @@ def audio_clips(paths: list[str], total_seconds: float, clip_seconds: float) -> 
     return clips, f"{len(clips)} files, {total:.1f} s"
 
 
-def _parity_clips(config: ExportConfig, sidecar: dict | None) -> tuple[list[np.ndarray], str]:
+def _parity_clips(config: ExportConfig, sidecar: RecordedTraining | None) -> tuple[list[np.ndarray], str]:
     # The DATA the centroids were trained on (folders, files, @manifests) that is still there.
-    paths = config.audio or [p for p in (sidecar or {}).get("data", [])
+    paths = config.audio or [p for p in (sidecar.data if sidecar is not None else ())
                              if Path(p).exists() or (p.startswith("@") and Path(p[1:]).exists())]
     if paths:
         clips, audio = audio_clips(paths, PARITY_SECONDS, PARITY_CLIP_SECONDS)
@@ -209,16 +213,11 @@ def _calibration_clips(config: ExportConfig, parity: list[np.ndarray], audio: st
     return clips, described
 
 
-def _provenance(encoder: Encoder, centroids: Centroids, sidecar: dict | None) -> dict:
-    training = None
-    if sidecar is not None:
-        training = {key: sidecar.get(key) for key in ("frames", "hours", "files", "percent", "seed", "inertia",
-                                                      "clusters_used", "perplexity", "kmeans", "backend",
-                                                      "trim_silence_db", "max_frames_file", "max_frames_total")}
+def _provenance(encoder: Encoder, centroids: Centroids, sidecar: RecordedTraining | None) -> dict:
     return {
         "encoder": asdict(encoder.spec),
         "centroids": centroids.provenance(),
-        "training": training,
+        "training": asdict(sidecar.training) if sidecar is not None else None,
         "versions": {"audiotok": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
     }
@@ -256,7 +255,7 @@ def export_bundle(config: ExportConfig, progress: Progress = lambda _: None) -> 
     # Only audiotok's own .npy centroids have a sidecar; an imported vocabulary needs --layer.
     sidecar = read_sidecar(config.centroids) if centroids.format == "npy" else None
     _check_sidecar_shape(centroids, sidecar)
-    layer = config.layer if config.layer is not None else (sidecar or {}).get("layer")
+    layer = config.layer if config.layer is not None else (sidecar.layer if sidecar is not None else None)
     if layer is None and sidecar is None and config.model != "logmel":
         log.warning("--centroids %s do not record their layer and no --layer was given: using the encoder's "
                     "default; pass --layer to be sure", config.centroids)

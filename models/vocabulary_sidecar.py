@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -142,10 +142,74 @@ SIDECAR_RULES: dict[str, Rule] = {
 ENCODER_RULES: dict[str, Rule] = {"name": Text(), "encoder_type": Text(max_length=64),
                                   "config_sha256": Text(optional=True)}
 REQUIRED = ("encoder", "layer")
+# Processor options a sidecar may record. Export checks their values (an explicit option may override
+# them, see export.bundle.processor_options); here a recorded null is refused, since absent means default.
+PROCESSOR_OPTIONS = ("frame_rule", "feature_norm", "channel")
 
 
-def read_sidecar(centroids: str | Path) -> dict[str, Any] | None:
-    """The sidecar of ``centroids`` as a checked dict, or None when there is none.
+@dataclass(frozen=True)
+class TrainingFacts:
+    """The training facts a sidecar records, copied as they are into a bundle's provenance ("training").
+
+    Each is None when the sidecar does not record it. The first nine are checked by SIDECAR_RULES;
+    the last four are copied unchecked (they describe the run and steer nothing in the bundle).
+    """
+
+    frames: int | None = None
+    hours: float | None = None
+    files: int | None = None
+    percent: float | None = None
+    seed: int | None = None
+    inertia: float | None = None
+    clusters_used: int | None = None
+    perplexity: float | None = None
+    kmeans: dict[str, Any] | None = None  # KMeansConfig or FaissConfig, as a JSON object
+    backend: object = None
+    trim_silence_db: object = None
+    max_frames_file: object = None
+    max_frames_total: object = None
+
+
+@dataclass(frozen=True)
+class RecordedTraining:
+    """What a checked sidecar says the centroids were fitted on and how (see :func:`read_sidecar`).
+
+    ``encoder`` and ``layer`` are always there; every other fact is optional, and None (or an empty
+    ``data``) when the sidecar does not record it, so that a caller can tell "recorded" from "default".
+    """
+
+    encoder: dict[str, Any]  # EncoderSpec as a JSON object; "name" is a string, always there
+    layer: int
+    k: int | None = None
+    dim: int | None = None
+    data: tuple[str, ...] = ()  # the DATA arguments training read (folders, files, @manifests)
+    # Processor options the features were made with, as recorded: export checks them when it uses them.
+    frame_rule: object = None
+    feature_norm: object = None
+    channel: object = None
+    training: TrainingFacts = TrainingFacts()
+    mean_squared_distance: float | None = None
+    versions: dict[str, Any] | None = None
+    fit: str | None = None
+    format: int = 1  # sidecars written before the format was recorded are format 1
+
+    @property
+    def encoder_name(self) -> str:
+        return self.encoder["name"]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RecordedTraining:
+        """The record of ``data``, a sidecar's JSON object that :func:`read_sidecar` has checked."""
+        training = TrainingFacts(**{item.name: data.get(item.name) for item in fields(TrainingFacts)})
+        return cls(encoder=data["encoder"], layer=data["layer"], k=data.get("k"), dim=data.get("dim"),
+                   data=tuple(data.get("data", ())), frame_rule=data.get("frame_rule"),
+                   feature_norm=data.get("feature_norm"), channel=data.get("channel"), training=training,
+                   mean_squared_distance=data.get("mean_squared_distance"), versions=data.get("versions"),
+                   fit=data.get("fit"), format=data.get("format", 1))
+
+
+def read_sidecar(centroids: str | Path) -> RecordedTraining | None:
+    """The sidecar of ``centroids``, checked, or None when there is none.
 
     A sidecar that is there but unreadable is an error, not "no sidecar": it is what keeps
     centroids from being exported with the wrong encoder or layer.
@@ -170,9 +234,12 @@ def read_sidecar(centroids: str | Path) -> dict[str, Any] | None:
         for key, rule in ENCODER_RULES.items():
             if key in data["encoder"] or key == "name":
                 rule.check(f"encoder.{key}", data["encoder"].get(key))
+        for key in PROCESSOR_OPTIONS:
+            if key in data and data[key] is None:
+                raise JsonRuleError(f"'{key}' is null; leave it out to mean the default")
     except OSError as exc:
         raise SidecarError(f"{path}: the centroids' sidecar cannot be read ({exc.strerror or exc})") from None
     except JsonRuleError as exc:
         raise SidecarError(f"{path}: not a valid centroids sidecar: {exc}; fix it, or move it aside to export "
                            f"the centroids without it (then pass --layer)") from None
-    return data
+    return RecordedTraining.from_json(data)

@@ -24,7 +24,7 @@ import torch
 
 from audiotok.export.centroid_limits import MIN_INFLATED_BYTES, CentroidsError, inflation_limit
 from audiotok.export.centroids import load_centroids
-from audiotok.models.vocabulary_sidecar import SidecarError, read_sidecar
+from audiotok.models.vocabulary_sidecar import RecordedTraining, SidecarError, TrainingFacts, read_sidecar
 from hostile_bundles import assert_one_error_or_success, run_in_process
 
 GOOD = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
@@ -192,6 +192,7 @@ SIDECAR = {"encoder": {"name": "logmel", "encoder_type": "logmel", "config_sha25
     (json.dumps({**SIDECAR, "inertia": None}).encode(), "'inertia' must be a number"),
     (json.dumps(SIDECAR).replace("1.5", "NaN").encode(), "NaN is not a number JSON allows"),
     (json.dumps({k: v for k, v in SIDECAR.items() if k != "layer"}).encode(), "lacks layer"),
+    (json.dumps({**SIDECAR, "channel": None}).encode(), "'channel' is null; leave it out to mean the default"),
 ])
 def test_a_malformed_sidecar_is_one_clear_error(tmp_path, content, needle):
     centroids = _sidecar_case(tmp_path, content)
@@ -203,7 +204,21 @@ def test_a_malformed_sidecar_is_one_clear_error(tmp_path, content, needle):
 
 def test_a_good_sidecar_and_no_sidecar(tmp_path):
     centroids = _sidecar_case(tmp_path, json.dumps(SIDECAR).encode())
-    assert read_sidecar(centroids) == SIDECAR
+    recorded = read_sidecar(centroids)
+    assert isinstance(recorded, RecordedTraining)
+    assert (recorded.encoder, recorded.encoder_name, recorded.layer, recorded.k, recorded.dim, recorded.data) == (
+        SIDECAR["encoder"], "logmel", 0, 8, 4, ("/audio",))
+    assert recorded.training == TrainingFacts(inertia=1.5, kmeans={"k": 8})
+    # Not recorded: None, so that export can tell them from a recorded value; no format means format 1.
+    assert (recorded.frame_rule, recorded.feature_norm, recorded.channel, recorded.fit, recorded.format) == (
+        None, None, None, None, 1)
+    centroids = _sidecar_case(tmp_path, json.dumps(
+        {**SIDECAR, "frame_rule": "pad", "feature_norm": "l2", "channel": 1, "format": 1, "fit": "faiss",
+         "trim_silence_db": 30.0, "max_frames_file": 120}).encode())
+    recorded = read_sidecar(centroids)
+    assert (recorded.frame_rule, recorded.feature_norm, recorded.channel, recorded.fit, recorded.format) == (
+        "pad", "l2", 1, "faiss", 1)
+    assert (recorded.training.trim_silence_db, recorded.training.max_frames_file) == (30.0, 120)
     (tmp_path / "c.json").unlink()
     assert read_sidecar(centroids) is None
 
