@@ -182,7 +182,7 @@ class RecordedTraining:
     layer: int
     k: int | None = None
     dim: int | None = None
-    data: tuple[str, ...] = ()  # the DATA arguments training read (folders, files, @manifests)
+    data: tuple[str, ...] = ()  # the DATA arguments training read (folders, files, @file lists)
     # Processor options the features were made with, as recorded: export checks them when it uses them.
     frame_rule: object = None
     feature_norm: object = None
