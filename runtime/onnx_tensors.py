@@ -25,7 +25,7 @@ MODEL_GRAPH, GRAPH_INITIALIZER = 7, 5
 TENSOR_DIMS, TENSOR_DATA_TYPE, TENSOR_FLOAT_DATA, TENSOR_NAME, TENSOR_RAW_DATA, TENSOR_DATA_LOCATION = 1, 2, 4, 8, 9, 14
 # TensorProto.DataType codes this reader decodes, as little-endian numpy dtypes.
 DTYPES = {1: np.dtype("<f4"), 6: np.dtype("<i4"), 7: np.dtype("<i8"), 10: np.dtype("<f2"), 11: np.dtype("<f8")}
-WIRE_VARINT, WIRE_I64, WIRE_LEN, WIRE_I32 = 0, 1, 2, 5
+WIRE_VARINT, WIRE_I64, WIRE_LEN, WIRE_START_GROUP, WIRE_END_GROUP, WIRE_I32 = 0, 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,40 @@ def _fields(buf: memoryview) -> Iterator[tuple[int, int, object]]:
             value, pos = buf[pos:pos + length], pos + length
         elif wire == WIRE_I32:
             value, pos = buf[pos:pos + 4], pos + 4
+        elif wire == WIRE_START_GROUP:  # a deprecated but valid encoding; ONNX defines none, so skip it whole
+            pos = _skip_group(buf, pos, number)
+            continue
         else:
             raise BundleError(f"unsupported protobuf wire type {wire} in ONNX file")
         if pos > len(buf):
             raise BundleError("truncated ONNX file")
         yield number, wire, value
+
+
+def _skip_group(buf: memoryview, pos: int, number: int) -> int:
+    """The position after the group that started with field ``number`` (nested groups included)."""
+    open_groups = [number]
+    while open_groups:
+        key, pos = _varint(buf, pos)
+        inner, wire = key >> 3, key & 7
+        if wire == WIRE_VARINT:
+            _, pos = _varint(buf, pos)
+        elif wire == WIRE_I64:
+            pos += 8
+        elif wire == WIRE_LEN:
+            length, pos = _varint(buf, pos)
+            pos += length
+        elif wire == WIRE_I32:
+            pos += 4
+        elif wire == WIRE_START_GROUP:
+            open_groups.append(inner)
+        elif wire == WIRE_END_GROUP and inner == open_groups[-1]:
+            open_groups.pop()
+        else:
+            raise BundleError(f"malformed protobuf group in ONNX file (wire type {wire})")
+        if pos > len(buf):
+            raise BundleError("truncated ONNX file")
+    return pos
 
 
 def _packed_varints(buf: memoryview) -> list[int]:

@@ -17,6 +17,7 @@ from .file_kind import require_regular_file
 from .log import log
 from .manifest import Manifest
 from .native_stderr import Captured, captured_stderr, library_message
+from .onnx_external import describe_external_data
 
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "units"
@@ -72,6 +73,10 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 def open_session(bundle: str | os.PathLike, *, providers: list[str] | str | None = None,
                  threads: int | None = None) -> tuple[ort.InferenceSession, Manifest]:
     path = require_regular_file(bundle, BundleError, what="an ONNX bundle")  # a FIFO would block the load
+    outside = describe_external_data(path)
+    if outside is not None:  # onnxruntime would read files beside the bundle: pipes, devices, anything
+        raise BundleError(f"{path}: not a self-contained bundle: {outside}; an audiotok bundle is one file, "
+                          "and nothing beside it is read")
     chosen = resolve_providers(providers)
     noise = Captured()
     try:

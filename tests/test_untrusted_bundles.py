@@ -4,9 +4,11 @@ signature at load, and what the graph returns on every run."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
+from conftest import error_line, run_cli
 from hostile_bundles import manifest_of, replace_field, unit_graph
 
 from audiotok.runtime.errors import BundleError
@@ -124,3 +126,85 @@ def test_a_bundle_error_inside_a_ray_worker_reaches_the_user_as_its_own_line():
     found = _audiotok_cause(wrapped.as_instanceof_cause())
     assert type(found) is BundleError and str(found) == "b.onnx: bad ids"
     assert _audiotok_cause(RuntimeError("a lost node")) is None
+
+
+# --- data kept outside the bundle ------------------------------------------------------------------------------
+
+def _externalise(tensor, location: str) -> None:
+    """Make ``tensor`` keep its bytes in ``location`` (beside the model), as ONNX external data does."""
+    from onnx import TensorProto
+
+    nbytes = len(tensor.raw_data) or 4 * len(tensor.float_data) or 8 * len(tensor.int64_data)
+    for field in ("raw_data", "float_data", "int64_data", "int32_data"):
+        tensor.ClearField(field)
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(nbytes))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+
+
+def _in_initializer(model, location):
+    _externalise(max(model.graph.initializer, key=lambda t: len(t.raw_data)), location)
+
+
+def _in_constant_of_a_subgraph(model, location):
+    """A Constant node's tensor inside an If branch: found however deep it sits."""
+    import onnx.helper as oh
+    from onnx import TensorProto
+
+    def branch(name: str, external: bool):
+        value = oh.make_tensor(name, TensorProto.FLOAT, [4], [1.0, 2.0, 3.0, 4.0])
+        if external:
+            _externalise(value, location)
+        return oh.make_graph([oh.make_node("Constant", [], ["c"], value=value)], name, [],
+                             [oh.make_tensor_value_info("c", TensorProto.FLOAT, [4])])
+
+    model.graph.initializer.append(oh.make_tensor("flag", TensorProto.BOOL, [], [True]))
+    model.graph.node.append(oh.make_node("If", ["flag"], ["unused"], then_branch=branch("plain", False),
+                                         else_branch=branch("hidden", True)))
+
+
+@pytest.mark.parametrize("place", [_in_initializer, _in_constant_of_a_subgraph])
+@pytest.mark.parametrize("neighbour", ["fifo", "file"])
+def test_a_bundle_that_reads_files_beside_it_is_refused(place, neighbour, logmel_bundle, tmp_path):
+    """onnxruntime would read a tensor's bytes from a file beside the bundle: a FIFO there hangs the load,
+    a file there becomes weights. A bundle is one file, so any tensor kept outside it is refused first."""
+    import onnx
+    import soundfile as sf
+
+    model = onnx.load(str(logmel_bundle))
+    place(model, "weights.bin")
+    hidden = "hidden" if place is _in_constant_of_a_subgraph else next(
+        t.name for t in model.graph.initializer if t.external_data)
+    bundle = tmp_path / "b.onnx"
+    onnx.save(model, str(bundle))
+    if neighbour == "fifo":
+        os.mkfifo(tmp_path / "weights.bin")
+    else:
+        (tmp_path / "weights.bin").write_bytes(b"\0" * (1 << 20))
+    audio = tmp_path / "a.wav"
+    sf.write(audio, np.zeros(16_000, np.float32), 16_000)
+    expected = (f"{bundle}: not a self-contained bundle: 1 tensor(s) stored outside the file ({hidden} -> "
+                "'weights.bin'); an audiotok bundle is one file, and nothing beside it is read")
+    for command in (["tokenize", bundle, audio], ["info", bundle]):
+        assert error_line(run_cli(*command)) == f"audiotok: error: {expected}"
+    with pytest.raises(BundleError) as info:
+        Tokenizer(bundle)
+    assert str(info.value) == expected
+
+
+def test_the_check_reads_past_protobuf_groups_rather_than_giving_up(logmel_bundle, tmp_path):
+    """An unknown field in the deprecated group encoding, placed before the graph, is valid protobuf:
+    the check must read past it, not give up and let the external data through to onnxruntime."""
+    import onnx
+
+    from audiotok.runtime.onnx_external import describe_external_data
+
+    model = onnx.load(str(logmel_bundle))
+    _in_initializer(model, "weights.bin")
+    group = bytes([0x9B, 0x06, 0x08, 0x01, 0x9C, 0x06])  # field 99: start group, {field 1 = 1}, end group
+    bundle = tmp_path / "g.onnx"
+    bundle.write_bytes(group + model.SerializeToString())
+    assert onnx.load(str(bundle), load_external_data=False).graph.initializer  # protobuf itself reads it
+    assert describe_external_data(bundle).startswith("1 tensor(s) stored outside the file")
+    assert describe_external_data(logmel_bundle) is None
