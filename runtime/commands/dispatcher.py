@@ -33,16 +33,16 @@ class Command:
     extra: str | None = None  # the pip extra it needs beyond the runtime
 
 
+RUNTIME = "audiotok.runtime.commands"
 COMMANDS = {
-    "tokenize": Command("audiotok.runtime.commands.tokenize", "turn audio files into unit ids with a bundle"),
-    "stream": Command("audiotok.runtime.commands.stream", "tokenize a microphone or a PCM pipe live, units as they are final"),
-    "info": Command("audiotok.runtime.commands.info", "print a bundle's manifest and compute as JSON"),
-    "bench": Command("audiotok.runtime.commands.bench", "measure a bundle's speed and streaming load on this machine"),
-    "plot": Command("audiotok.runtime.commands.plot", "draw a file's waveform, spectrogram and units", "plot"),
+    "tokenize": Command(f"{RUNTIME}.tokenize", "turn audio files into unit ids with a bundle"),
+    "stream": Command(f"{RUNTIME}.stream", "tokenize a microphone or a PCM pipe live, units as they are final"),
+    "info": Command(f"{RUNTIME}.info", "print a bundle's manifest and compute as JSON"),
+    "bench": Command(f"{RUNTIME}.bench", "measure a bundle's speed and streaming load on this machine"),
+    "plot": Command(f"{RUNTIME}.plot", "draw a file's waveform, spectrogram and units", "plot"),
     "train": Command("audiotok.train.train_cmd", "fit k-means units on a folder of speech", "train"),
     "export": Command("audiotok.export.export_cmd", "export encoder + centroids as one ONNX bundle", "train"),
-    "evaluate": Command("audiotok.runtime.commands.evaluate", "measure unit quality (PNMI, purity, bitrate) and stability",
-                        "eval"),
+    "evaluate": Command(f"{RUNTIME}.evaluate", "measure unit quality (PNMI, purity, bitrate) and stability", "eval"),
     "verify": Command("audiotok.export.verify_cmd", "measure a bundle's agreement with torch on your audio", "train"),
 }
 

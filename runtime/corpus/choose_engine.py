@@ -8,7 +8,8 @@ from .local_engine import LocalEngine
 ENGINES = ("local", "ray")
 
 
-def make_engine(engine: str, jobs: int | None, threads: int | None, ray_address: str | None) -> tuple[Engine, int | None]:
+def make_engine(engine: str, jobs: int | None, threads: int | None,
+                ray_address: str | None) -> tuple[Engine, int | None]:
     """The engine and the threads each of its workers gets."""
     if engine == "ray":
         from .ray_engine import RayEngine
