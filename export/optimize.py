@@ -24,6 +24,8 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
+from audiotok.runtime.session import session_options
+
 from .quiet import quiet
 
 TRANSFORMER_MODEL_TYPE = "bert"  # onnxruntime.transformers' fusion set matching wav2vec2-style blocks
@@ -31,10 +33,9 @@ TRANSFORMER_MODEL_TYPE = "bert"  # onnxruntime.transformers' fusion set matching
 
 def basic_optimize(source: Path, target: Path) -> None:
     """onnxruntime's provider-neutral basic optimizations, written to ``target``."""
-    options = ort.SessionOptions()
+    options = session_options()  # audiotok's logging settings, at the provider-neutral level only
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(target)
-    options.log_severity_level = 3
     ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
 
 

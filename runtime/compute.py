@@ -35,7 +35,7 @@ from .constants import FRAME_MS, SAMPLE_RATE, frame_count, samples_for_frames
 from .errors import BundleError
 from .manifest import Manifest
 from .onnx_nodes import Node, read_graph
-from .session import INPUT_NAME, OUTPUT_NAME, session_options
+from .session import INPUT_NAME, OUTPUT_NAME, require_self_contained, session_options
 from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS
 
 STAGES = ("cnn", "positional_conv", "transformer_linear", "attention", "nearest_centroid")
@@ -149,6 +149,7 @@ def complete_shapes(shapes: NodeShapes, node: Node | None, constant_dims: dict[s
 
 def profile_shapes(bundle: str | os.PathLike, frames: tuple[int, ...]) -> list[dict[str, NodeShapes]]:
     """Run the bundle once per frame count with the profiler on; each node's shapes, per run."""
+    require_self_contained(bundle)
     options = session_options(1)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.enable_profiling = True

@@ -70,13 +70,19 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
+def require_self_contained(path: str | os.PathLike) -> None:
+    """Refuse a bundle whose tensors name files beside it, before onnxruntime would read them
+    (a FIFO there hangs the load, any other file becomes weights): a bundle is one file."""
+    outside = describe_external_data(path)
+    if outside is not None:
+        raise BundleError(f"{path}: not a self-contained bundle: {outside}; an audiotok bundle is one file, "
+                          "and nothing beside it is read")
+
+
 def open_session(bundle: str | os.PathLike, *, providers: list[str] | str | None = None,
                  threads: int | None = None) -> tuple[ort.InferenceSession, Manifest]:
     path = require_regular_file(bundle, BundleError, what="an ONNX bundle")  # a FIFO would block the load
-    outside = describe_external_data(path)
-    if outside is not None:  # onnxruntime would read files beside the bundle: pipes, devices, anything
-        raise BundleError(f"{path}: not a self-contained bundle: {outside}; an audiotok bundle is one file, "
-                          "and nothing beside it is read")
+    require_self_contained(path)
     chosen = resolve_providers(providers)
     noise = Captured()
     try:
