@@ -60,10 +60,17 @@ def resolve_providers(requested: list[str] | str | None) -> list[str]:
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """How every audiotok session runs: all graph optimizations, errors-only logging, ``threads`` intra-op."""
+    """How every audiotok session runs: all graph optimizations, errors-only logging, ``threads`` intra-op.
+
+    Memory patterns are off. onnxruntime plans one pattern per input shape and keeps each pattern's
+    block in its arena; audiotok's inputs change length with every file and window, so patterns are
+    rarely reused and only pile up: a 120 s file in 30 s windows peaked at 1.22 GiB with them and
+    0.73 GiB without (HuBERT-base size, layer 6), at the same speed (benchmarks/pass_memory.py).
+    """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: ORT's warnings are not the user's problem
+    options.enable_mem_pattern = False
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
