@@ -18,9 +18,10 @@ import numpy as np
 
 from audiotok import __version__
 from audiotok.runtime.errors import AudiotokError
-from audiotok.runtime.json_rules import (Integer, JsonObject, JsonRuleError, Number, Rule, Text, TextList,
+from audiotok.runtime.json_rules import (Integer, JsonObject, JsonRuleError, Nullable, Number, Rule, Text, TextList,
                                          load_bounded_json)
 from audiotok.runtime.formats.staging import atomic_path
+from audiotok.runtime.manifest import FIELD_RULES as MANIFEST_RULES
 from audiotok.runtime.manifest import MAX_DIM, MAX_K, MAX_LAYER
 
 from .base import EncoderSpec
@@ -138,21 +139,27 @@ SIDECAR_RULES: dict[str, Rule] = {
     "versions": JsonObject(),
     "fit": Text(max_length=64),
     "format": Integer(1, SIDECAR_FORMAT),
+    # Processor options: the same rules as in a bundle's manifest, which export copies them into.
+    "frame_rule": MANIFEST_RULES["frame_rule"],
+    "feature_norm": MANIFEST_RULES["feature_norm"],
+    "channel": MANIFEST_RULES["channel"],
+    "trim_silence_db": Nullable(Number(0.0, 1e3)),
+    # How the run went: copied into the bundle's provenance, so bounded like everything else.
+    "backend": Text(max_length=64),
+    "max_frames_file": Nullable(Integer(1, 1 << 62)),
+    "max_frames_total": Nullable(Integer(1, 1 << 62)),
+    "faiss_index": Text(optional=True),
 }
 ENCODER_RULES: dict[str, Rule] = {"name": Text(), "encoder_type": Text(max_length=64),
                                   "config_sha256": Text(optional=True)}
 REQUIRED = ("encoder", "layer")
-# Processor options a sidecar may record. Export checks their values (an explicit option may override
-# them, see export.bundle.processor_options); here a recorded null is refused, since absent means default.
-PROCESSOR_OPTIONS = ("frame_rule", "feature_norm", "channel")
 
 
 @dataclass(frozen=True)
 class TrainingFacts:
     """The training facts a sidecar records, copied as they are into a bundle's provenance ("training").
 
-    Each is None when the sidecar does not record it. The first nine are checked by SIDECAR_RULES;
-    the last four are copied unchecked (they describe the run and steer nothing in the bundle).
+    Each is None when the sidecar does not record it; every recorded one has passed SIDECAR_RULES.
     """
 
     frames: int | None = None
@@ -164,10 +171,10 @@ class TrainingFacts:
     clusters_used: int | None = None
     perplexity: float | None = None
     kmeans: dict[str, Any] | None = None  # KMeansConfig or FaissConfig, as a JSON object
-    backend: object = None
-    trim_silence_db: object = None
-    max_frames_file: object = None
-    max_frames_total: object = None
+    backend: str | None = None
+    trim_silence_db: float | None = None
+    max_frames_file: int | None = None
+    max_frames_total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -183,10 +190,10 @@ class RecordedTraining:
     k: int | None = None
     dim: int | None = None
     data: tuple[str, ...] = ()  # the DATA arguments training read (folders, files, @file lists)
-    # Processor options the features were made with, as recorded: export checks them when it uses them.
-    frame_rule: object = None
-    feature_norm: object = None
-    channel: object = None
+    # Processor options the features were made with (checked by the manifest's rules), None when not recorded.
+    frame_rule: str | None = None
+    feature_norm: str | None = None
+    channel: int | str | None = None
     training: TrainingFacts = TrainingFacts()
     mean_squared_distance: float | None = None
     versions: dict[str, Any] | None = None
@@ -234,9 +241,6 @@ def read_sidecar(centroids: str | Path) -> RecordedTraining | None:
         for key, rule in ENCODER_RULES.items():
             if key in data["encoder"] or key == "name":
                 rule.check(f"encoder.{key}", data["encoder"].get(key))
-        for key in PROCESSOR_OPTIONS:
-            if key in data and data[key] is None:
-                raise JsonRuleError(f"'{key}' is null; leave it out to mean the default")
     except OSError as exc:
         raise SidecarError(f"{path}: the centroids' sidecar cannot be read ({exc.strerror or exc})") from None
     except JsonRuleError as exc:

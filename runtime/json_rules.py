@@ -131,6 +131,17 @@ class ChoiceOrInteger:
 
 
 @dataclass(frozen=True)
+class Nullable:
+    """``rule``, or JSON null (a value a writer records as "not set")."""
+
+    rule: Rule
+
+    def check(self, name: str, value: Any) -> None:
+        if value is not None:
+            self.rule.check(name, value)
+
+
+@dataclass(frozen=True)
 class Flag:
     def check(self, name: str, value: Any) -> None:
         if type(value) is not bool:
@@ -186,4 +197,4 @@ def check_bounds(name: str, value: Any, max_depth: int, max_nodes: int) -> None:
         elif isinstance(node, list):
             stack.extend((v, depth + 1) for v in node)
 
-Rule = Integer | Number | Text | Choice | Flag | TextList | JsonObject | AnyJson
+Rule = Integer | Number | Text | Choice | ChoiceOrInteger | Flag | TextList | JsonObject | AnyJson | Nullable

@@ -192,7 +192,11 @@ SIDECAR = {"encoder": {"name": "logmel", "encoder_type": "logmel", "config_sha25
     (json.dumps({**SIDECAR, "inertia": None}).encode(), "'inertia' must be a number"),
     (json.dumps(SIDECAR).replace("1.5", "NaN").encode(), "NaN is not a number JSON allows"),
     (json.dumps({k: v for k, v in SIDECAR.items() if k != "layer"}).encode(), "lacks layer"),
-    (json.dumps({**SIDECAR, "channel": None}).encode(), "'channel' is null; leave it out to mean the default"),
+    (json.dumps({**SIDECAR, "channel": None}).encode(), "'channel' must be one of mean or an integer in 0.."),
+    (json.dumps({**SIDECAR, "frame_rule": "ceil"}).encode(), "'frame_rule' must be one of floor, pad"),
+    (json.dumps({**SIDECAR, "backend": "x" * 100}).encode(), "'backend' must be a string of at most 64"),
+    (json.dumps({**SIDECAR, "max_frames_file": -1}).encode(), "'max_frames_file' must be an integer in 1.."),
+    (json.dumps({**SIDECAR, "trim_silence_db": "30"}).encode(), "'trim_silence_db' must be a number in 0..1000"),
 ])
 def test_a_malformed_sidecar_is_one_clear_error(tmp_path, content, needle):
     centroids = _sidecar_case(tmp_path, content)
