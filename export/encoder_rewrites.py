@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .quiet import quiet
+
 PLAIN_ATTENTION = "audiotok_plain"
 
 
@@ -70,7 +72,8 @@ def use_plain_attention(model: nn.Module) -> bool:
     if setter is None:
         return False
     try:
-        setter(PLAIN_ATTENTION)
+        with quiet("transformers"):  # a model that cannot switch (WavLM) says so as a warning: it is expected
+            setter(PLAIN_ATTENTION)
     except (ValueError, ImportError, AttributeError):
         return False
     return getattr(model.config, "_attn_implementation", None) == PLAIN_ATTENTION

@@ -1,7 +1,7 @@
 """Exact parity on checkpoints and audio the rest of the suite never sees.
 
-A covering design over random transformers checkpoints built here (not the cross product): HuBERT
-and wav2vec2, each in its base layout (group-norm CNN, post-LN transformer, raw waveform) and its
+A covering design over random transformers checkpoints built here (not the cross product): HuBERT,
+wav2vec2 and WavLM (relative-position attention), in the base layout (group-norm CNN, post-LN transformer, raw waveform) and its
 large layout (layer-norm CNN, pre-LN transformer, ``do_normalize``); conv_bias on and off; hidden
 size 32 to 256, depth 2 to 6, 2 to 8 heads; cut at the first, a middle and the last layer; k from
 20 to 500 fitted by ``audiotok train`` on generated speech. Each bundle tokenizes 13 other
@@ -51,7 +51,7 @@ SPEEDS = [120, 150, 175, 200, 230]
 class Case:
     """One checkpoint of the design."""
 
-    kind: str  # "hubert" or "wav2vec2"
+    kind: str  # "hubert", "wav2vec2" or "wavlm"
     large: bool  # layer-norm CNN, pre-LN transformer, do_normalize (else the base layout)
     conv_bias: bool
     hidden: int
@@ -72,6 +72,7 @@ CASES = [  # every family x layout, conv_bias both ways, first / middle / last l
     Case("hubert", large=True, conv_bias=True, hidden=256, depth=4, heads=8, layer=2, k=100),
     Case("wav2vec2", large=True, conv_bias=True, hidden=64, depth=6, heads=4, layer=6, k=500),
     Case("wav2vec2", large=False, conv_bias=False, hidden=128, depth=3, heads=2, layer=1, k=50),
+    Case("wavlm", large=True, conv_bias=False, hidden=64, depth=3, heads=4, layer=3, k=50),
 ]
 
 
@@ -116,10 +117,10 @@ def test_speech(tmp_path_factory) -> list[Path]:
 
 
 def build_checkpoint(case: Case, folder: Path) -> Path:
-    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
+    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel
 
-    config_class, model_class = (HubertConfig, HubertModel) if case.kind == "hubert" else (Wav2Vec2Config,
-                                                                                          Wav2Vec2Model)
+    config_class, model_class = {"hubert": (HubertConfig, HubertModel), "wav2vec2": (Wav2Vec2Config, Wav2Vec2Model),
+                                 "wavlm": (WavLMConfig, WavLMModel)}[case.kind]
     torch.manual_seed(sum(map(ord, case.id)))
     config = config_class(hidden_size=case.hidden, num_hidden_layers=case.depth, num_attention_heads=case.heads,
                           intermediate_size=2 * case.hidden, conv_dim=(32,) * 7, conv_bias=case.conv_bias,
@@ -250,3 +251,15 @@ def test_audio_path_gives_the_encoder_what_a_transformers_user_gives_it(tmp_path
     got = np.concatenate(list(file_blocks(path)))
     assert got.dtype == np.float32 and len(got) == len(expected)
     assert np.array_equal(got, expected)
+
+
+def test_export_prints_one_line_for_every_family(build, training_speech, tmp_path):
+    """Library chatter (transformers saying WavLM keeps its own attention, exporter progress) stays out of
+    the user's terminal: a successful export prints exactly its one summary line."""
+    case = next(c for c in CASES if c.kind == "wavlm")
+    built = build(case)
+    result = run_cli("export", "--model", built.checkpoint, "--centroids", built.checkpoint.parent / "units.npy",
+                     "-o", tmp_path / "b.onnx", "--audio", training_speech)
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"audiotok: wrote {tmp_path / 'b.onnx'}: "), lines
