@@ -9,7 +9,9 @@ most common way to get wrong units.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import re
 import socket
@@ -22,6 +24,9 @@ from torch import nn
 
 from audiotok.runtime.constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
 from audiotok.runtime.errors import AudiotokError, SettingsError
+from audiotok.runtime.log import log
+from audiotok.runtime.manifest import MAX_DIM, MAX_LAYER
+from audiotok.runtime.native_stderr import captured_stderr
 
 from .base import Encoder, EncoderSpec, utterance_normalize
 
@@ -31,6 +36,45 @@ NORMALIZE_CHOICES = ("auto", "yes", "no")
 
 class EncoderNotFound(AudiotokError):
     """The checkpoint is neither a local folder nor reachable on the hub."""
+
+
+# transformers families with the wav2vec2-style front end (a strided CNN, then a transformer encoder)
+SPEECH_FAMILIES = frozenset({"hubert", "wav2vec2", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat",
+                             "wav2vec2-conformer", "sew", "sew-d"})
+TRAINING_ONLY_WEIGHTS = ("masked_spec_embed",)  # used to mask inputs in pre-training, never at inference
+
+
+def _reason(exc: BaseException | None) -> str:
+    """An exception's first line, bounded, for a one-line error (its type when it has no message)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] if exc is not None else []
+    text = lines[0] if lines else type(exc).__name__
+    if text.endswith(":") and len(lines) > 1:  # "Validation error for field 'x':" says why on its next line
+        text = f"{text} {lines[1]}"
+    return text[:200]
+
+
+def _positive_ints(value: object, *, most: int = 64) -> bool:
+    return (isinstance(value, (list, tuple)) and 0 < len(value) <= most
+            and all(type(v) is int and 0 < v < 1 << 20 for v in value))
+
+
+def _check_config(source: str, config) -> None:
+    """The config values audiotok reads before any weights load: types and ranges, one line if wrong.
+
+    A config.json comes from whoever published the checkpoint; transformers checks some values late
+    (a negative size fails deep inside tensor creation), so the ones audiotok relies on are checked here.
+    """
+    problems = []
+    if not (_positive_ints(config.conv_kernel) and _positive_ints(config.conv_stride)
+            and len(config.conv_kernel) == len(config.conv_stride)):
+        problems.append("conv_kernel and conv_stride must be equal-length lists of positive integers")
+    for name, high in (("num_hidden_layers", MAX_LAYER), ("hidden_size", MAX_DIM),
+                       ("num_attention_heads", MAX_DIM), ("intermediate_size", 1 << 20)):
+        value = getattr(config, name, None)
+        if type(value) is not int or not 1 <= value <= high:
+            problems.append(f"{name} must be an integer in 1..{high}, got {value!r}"[:200])
+    if problems:
+        raise EncoderNotFound(f"--model {source}: its config.json cannot be used: {problems[0]}")
 
 
 def _conv_geometry(config) -> tuple[int, int]:
@@ -82,11 +126,10 @@ def _load_config(source: str):
     for kwargs in attempts:
         try:
             return AutoConfig.from_pretrained(**kwargs), kwargs
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # a stranger's config.json: transformers raises many types for bad values
             error = exc
     if local.is_dir():
-        raise EncoderNotFound(f"--model {source}: not a loadable transformers checkpoint "
-                              f"({str(error).splitlines()[0][:160]})")
+        raise EncoderNotFound(f"--model {source}: not a loadable transformers checkpoint ({_reason(error)})")
     raise EncoderNotFound(
         f"--model {source}: not a local folder, not in the local cache, and the model hub is not reachable; "
         f"download it where the hub is reachable (huggingface-cli download {source} --local-dir DIR) "
@@ -98,14 +141,20 @@ def _load_weights(config, found_with: dict) -> nn.Module:
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
+    source = found_with["pretrained_model_name_or_path"]
     hf_logging.disable_progress_bar()  # a bar for reading a local file is noise on stderr
-    try:
-        model = AutoModel.from_pretrained(config=config, **found_with)
-    except (OSError, ValueError) as exc:
-        raise EncoderNotFound(f"--model {found_with['pretrained_model_name_or_path']}: weights could not be "
-                              f"loaded ({str(exc).splitlines()[0][:160]})") from None
+    try:  # transformers prints its own load report (tables of keys): audiotok says what matters itself
+        with contextlib.redirect_stdout(io.StringIO()), captured_stderr():
+            model, info = AutoModel.from_pretrained(config=config, output_loading_info=True, **found_with)
+    except Exception as exc:  # size mismatches, negative dimensions, unreadable files: the checkpoint's fault
+        raise EncoderNotFound(f"--model {source}: weights could not be loaded ({_reason(exc)})") from None
     finally:
         hf_logging.enable_progress_bar()
+    missing = [key for key in info.get("missing_keys", ()) if not key.endswith(TRAINING_ONLY_WEIGHTS)]
+    if missing:  # initialised at random: units would not mean what the checkpoint learned
+        log.warning("--model %s: %d weight(s) are not in the checkpoint and were initialised at random (%s%s); "
+                    "its units will not mean what it learned", source, len(missing), ", ".join(sorted(missing)[:3]),
+                    ", ..." if len(missing) > 3 else "")
     if not hasattr(getattr(model, "encoder", None), "layers"):
         raise AudiotokError(f"--model {found_with['pretrained_model_name_or_path']}: a {config.model_type} model "
                             f"without a transformer encoder audiotok can cut")
@@ -119,15 +168,23 @@ def _do_normalize(source: str, found_with: dict, choice: str) -> bool:
 
     try:
         extractor = AutoFeatureExtractor.from_pretrained(**found_with)
-    except (OSError, ValueError):
+    except OSError:  # no preprocessor_config.json
         raise SettingsError(
             f"--model {source}: no feature extractor config (preprocessor_config.json), so its waveform "
             f"normalization is unknown; pass --normalize yes or --normalize no"
         ) from None
+    except Exception as exc:  # there, but not usable
+        raise SettingsError(f"--model {source}: its preprocessor_config.json cannot be used ({_reason(exc)}); "
+                            "fix it, or pass --normalize yes or --normalize no") from None
     rate = getattr(extractor, "sampling_rate", SAMPLE_RATE)
     if rate != SAMPLE_RATE:
-        raise SettingsError(f"--model {source}: expects {rate} Hz audio; audiotok encoders run at {SAMPLE_RATE} Hz")
-    return bool(getattr(extractor, "do_normalize", False))
+        raise SettingsError(f"--model {source}: expects {str(rate)[:40]} Hz audio; audiotok encoders run at "
+                            f"{SAMPLE_RATE} Hz")
+    do_normalize = getattr(extractor, "do_normalize", False)
+    if not isinstance(do_normalize, bool):  # "false" in a JSON string would read as true
+        raise SettingsError(f"--model {source}: its preprocessor_config.json has do_normalize "
+                            f"{str(do_normalize)[:40]!r}, not true or false; pass --normalize yes or no")
+    return do_normalize
 
 
 class HuggingFaceEncoder(Encoder):
@@ -148,7 +205,10 @@ class HuggingFaceEncoder(Encoder):
 def _cut(model: nn.Module, layer: int, probe: torch.Tensor) -> None:
     """Drop layers after ``layer`` in place, then prove the output equals hidden_states[layer]."""
     with torch.no_grad():
-        expected = model(probe, output_hidden_states=True).hidden_states[layer]
+        try:
+            expected = model(probe, output_hidden_states=True).hidden_states[layer]
+        except Exception as exc:  # a config whose values build a model that cannot run
+            raise AudiotokError(f"this {type(model).__name__} cannot run on audio ({_reason(exc)})") from None
         encoder = model.encoder
         encoder.layers = encoder.layers[:layer]
         final_norm = getattr(encoder, "layer_norm", None)
@@ -170,8 +230,9 @@ def load_huggingface(source: str, layer: int | None, normalize: str = "auto") ->
     if normalize not in NORMALIZE_CHOICES:
         raise SettingsError(f"--normalize must be one of {', '.join(NORMALIZE_CHOICES)}, got {normalize!r}")
     config, found_with = _load_config(source)
-    if not hasattr(config, "conv_stride") or not hasattr(config, "num_hidden_layers"):
+    if config.model_type not in SPEECH_FAMILIES:
         raise AudiotokError(f"--model {source}: a {config.model_type} model, not a wav2vec2-style speech encoder")
+    _check_config(source, config)
     geometry = _conv_geometry(config)
     if geometry != (HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES):
         raise AudiotokError(f"--model {source}: its CNN has hop {geometry[0]} and receptive field {geometry[1]}; "
