@@ -16,6 +16,7 @@ from corpus_audio import write_corpus
 
 from audiotok.runtime import Tokenizer
 from audiotok.runtime.corpus.listing import list_corpus
+from audiotok.runtime.errors import AudioError
 
 
 @pytest.fixture(scope="module")
@@ -158,15 +159,31 @@ def test_manifest_lists_the_same_records_as_the_folder(corpus, reference, logmel
     assert units_by_path(read_records(out)) == {str(p): reference[str(p)] for p in files}
 
 
-def test_bad_manifest_is_one_clear_error(tmp_path, logmel_bundle):
+def test_bad_file_list_is_one_clear_error(tmp_path, logmel_bundle):
     manifest = tmp_path / "bad.tsv"
     manifest.write_text("/data\nclip.wav\tnot-a-number\n")
     result = run_cli("tokenize", logmel_bundle, f"@{manifest}")
     assert result.returncode == 1
     assert result.stderr.decode().strip() == (f"audiotok: error: @{manifest}:2: sample count 'not-a-number' "
-                                             "is not an integer")
+                                             "is not a non-negative integer")
     missing = run_cli("tokenize", logmel_bundle, f"@{tmp_path / 'none.tsv'}")
     assert missing.stderr.decode().strip() == f"audiotok: error: @{tmp_path / 'none.tsv'}: no such file list"
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"/data\nclip.wav\t-5\n", ":2: sample count '-5' is not a non-negative integer"),
+    (b"/data\nclip.wav\t" + b"9" * 40 + b"\n", ":2: sample count '" + "9" * 40 + "' is not a non-negative integer"),
+    (b"/data\n" + b"a" * (1 << 20) + b".wav\n", ":2: a line of more than 65536 characters"),
+    (b"/data\nok.wav\n\xff\xfe.wav\n", ": cannot read the file list ("),
+    (b"", ": empty file list (line 1 must be the root folder)"),
+])
+def test_a_file_list_from_a_stranger_is_bounded_and_checked(content, needle, tmp_path):
+    """Read line by line with a bound per line: a list with a gigabyte-long line costs one line's bound."""
+    listed = tmp_path / "list.tsv"
+    listed.write_bytes(content)
+    with pytest.raises(AudioError) as info:
+        list_corpus([f"@{listed}"])
+    assert str(info.value).startswith(f"@{listed}") and needle in str(info.value), str(info.value)
 
 
 def test_parallel_txt_keeps_input_order_and_fails_fast(corpus, reference, logmel_bundle, tmp_path):

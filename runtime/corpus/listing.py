@@ -17,6 +17,7 @@ read (never opened: a FIFO would block), as one file's error.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ..errors import AudioError
 from ..file_kind import require_regular_file
 
 FILE_LIST_PREFIX = "@"
+MAX_LINE_CHARS = 1 << 16  # one path and its sample count; PATH_MAX is 4096
 
 
 @dataclass(frozen=True)
@@ -35,21 +37,41 @@ class CorpusFile:
     n_samples: int | None = None  # from a file list, at the file's own rate; None when unknown
 
 
+def _list_lines(source: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a file list, read line by line; a line over MAX_LINE_CHARS is an error.
+
+    A list may hold a million files, but no path is megabytes long: a longer line is refused before it is
+    held whole, so a stranger's list cannot make a run allocate more than one line's bound at a time.
+    """
+    try:
+        with open(source, encoding="utf-8", newline=None) as f:
+            number = 0
+            while True:
+                line = f.readline(MAX_LINE_CHARS + 1)
+                if not line:
+                    return
+                number += 1
+                if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
+                    raise AudioError(f"{FILE_LIST_PREFIX}{source}:{number}: a line of more than {MAX_LINE_CHARS} "
+                                     "characters; a file list holds one path (and sample count) per line")
+                yield number, line.rstrip("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AudioError(f"{FILE_LIST_PREFIX}{source}: cannot read the file list ({exc})") from None
+
+
 def read_file_list(file_list: str | Path) -> list[CorpusFile]:
     """Files of a file list (fairseq manifest layout): root folder on line 1, then ``relative_path<TAB>n_samples``."""
     source = require_regular_file(file_list, AudioError, what="a file list", shown=f"{FILE_LIST_PREFIX}{file_list}",
                                   missing="no such file list")  # a FIFO would block the read
-    try:
-        lines = source.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AudioError(f"{FILE_LIST_PREFIX}{source}: cannot read the file list ({exc})") from None
-    if not lines or not lines[0].strip():
+    lines = _list_lines(source)
+    first = next(lines, (1, ""))[1]
+    if not first.strip():
         raise AudioError(f"{FILE_LIST_PREFIX}{source}: empty file list (line 1 must be the root folder)")
-    root = Path(lines[0].strip())
+    root = Path(first.strip())
     if not root.is_absolute():  # fairseq writes absolute roots; a relative one is read beside the list
         root = source.parent / root
     files = []
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in lines:
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -58,11 +80,11 @@ def read_file_list(file_list: str | Path) -> list[CorpusFile]:
                              f"got {line[:80]!r}")
         n_samples = None
         if len(fields) == 2 and fields[1].strip():
-            try:
-                n_samples = int(fields[1])
-            except ValueError:
+            text = fields[1].strip()
+            if not (text.isascii() and text.isdigit() and len(text) <= 18):
                 raise AudioError(f"{FILE_LIST_PREFIX}{source}:{number}: sample count {fields[1]!r} "
-                                 "is not an integer") from None
+                                 "is not a non-negative integer") from None
+            n_samples = int(text)
         files.append(CorpusFile(str(root / fields[0]), n_samples))
     return files
 
