@@ -36,8 +36,11 @@ from ..corpus.progress import CorpusProgress
 from ..corpus.worker import TokenizeWorker
 from ..errors import AudioError, AudiotokError, SettingsError, one_line
 from ..formats import FORMATS, ResumableJsonl, open_writer
+from ..formats.collisions import Place, check_apart, input_places, list_arguments
 from ..formats.records import check_record_path
+from ..formats.resumable import side_path
 from ..formats.staging import check_target
+from ..formats.units_folder import check_replaceable_folder
 from ..preprocess import add_processor_arguments, processor_arguments
 from ..tokenizer import Tokenizer
 from ..windowing import DEFAULT_MAX_PASS_SECONDS, max_pass_seconds
@@ -110,12 +113,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_outputs(args: argparse.Namespace, files: list[CorpusFile]) -> None:
-    """Refuse what the output could not hold, before any work: a path that would forge records, a folder -o."""
+    """Refuse what the output could not hold, before any work: a path that would forge records, a folder
+    -o, an output that is (or would replace) one of the inputs."""
     if args.format != "jsonl":
         for item in files:
             check_record_path(item.path, args.format)
-    if args.format != "npy" and args.output not in (None, "-"):
+    if args.output in (None, "-"):
+        return
+    if args.format == "npy":
+        check_replaceable_folder(Path(args.output))
+    else:
         check_target(args.output)
+    check_apart(_output_places(args), [Place(f"the bundle {args.bundle}", Path(args.bundle)),
+                                       *list_arguments(args.audio), *input_places("the input", (f.path for f in files))])
+
+
+def _output_places(args: argparse.Namespace) -> list[Place]:
+    """Every file the run writes: -o, and a resumable run's side files; an npy -o is a folder."""
+    out = Path(args.output)
+    if args.format == "npy":
+        return [Place(f"-o {out}", out, folder=True)]
+    places = [Place(f"-o {out}", out)]
+    if resumable(args):
+        places += [Place(f"{side_path(out, suffix)} (beside -o {out})", side_path(out, suffix))
+                   for suffix in (".run.json", ".errors.jsonl")]
+    return places
 
 
 def _bundle_identity(tokenizer: Tokenizer) -> dict:
