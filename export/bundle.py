@@ -163,6 +163,17 @@ def _check_sidecar_shape(centroids: Centroids, sidecar: RecordedTraining | None)
                              f"{recorded[1]} centroids: it belongs to another file")
 
 
+def _check_sidecar_hash(centroids: Centroids, sidecar: RecordedTraining | None) -> None:
+    """A sidecar that names other centroids' hash does not describe these (a train killed between its
+    renames, centroids copied over): its processor options would be the wrong ones."""
+    if sidecar is None or sidecar.centroids_sha256 is None or sidecar.centroids_sha256 == centroids.sha256:
+        return
+    raise CentroidsError(f"--centroids {centroids.source} do not match {sidecar_path(centroids.source).name} beside "
+                         f"them (it records centroids sha256 {sidecar.centroids_sha256[:12]}..., these are "
+                         f"{centroids.sha256[:12]}...): they are not one training run's pair; train again, or move "
+                         f"the sidecar away and pass --layer")
+
+
 def _load_encoder(config: ExportConfig, layer: int | None, centroids: Centroids,
                   sidecar: RecordedTraining | None) -> Encoder:
     """The encoder at ``layer``; when that layer came from the sidecar, a refusal says so (not "--layer")."""
@@ -255,6 +266,7 @@ def export_bundle(config: ExportConfig, progress: Progress = lambda _: None) -> 
     # Only audiotok's own .npy centroids have a sidecar; an imported vocabulary needs --layer.
     sidecar = read_sidecar(config.centroids) if centroids.format == "npy" else None
     _check_sidecar_shape(centroids, sidecar)
+    _check_sidecar_hash(centroids, sidecar)
     layer = config.layer if config.layer is not None else (sidecar.layer if sidecar is not None else None)
     if layer is None and sidecar is None and config.model != "logmel":
         log.warning("--centroids %s do not record their layer and no --layer was given: using the encoder's "

@@ -31,11 +31,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
 from audiotok.models.huggingface import NORMALIZE_CHOICES
 from audiotok.runtime.commands.options import add_provider_argument
+from audiotok.models.vocabulary_sidecar import sidecar_path
+from audiotok.runtime.formats.collisions import Place, check_apart, input_places
 from audiotok.runtime.formats.staging import check_target
 from audiotok.runtime.manifest import PRECISIONS
 from audiotok.runtime.preprocess import FEATURE_NORMS
@@ -78,8 +81,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: what the sidecar records, else mean)")
 
 
+def _check_output(args: argparse.Namespace) -> None:
+    """Before minutes of export: -o is not a folder or link, and none of the files export reads."""
+    check_target(args.output)
+    inputs = [Place(f"--centroids {args.centroids}", Path(args.centroids)),
+              Place(f"the sidecar {sidecar_path(args.centroids)} (beside --centroids)", sidecar_path(args.centroids)),
+              *input_places("--audio", args.audio), *input_places("--calibration", args.calibration)]
+    if Path(args.model).is_dir():  # a checkpoint folder is read whole: nothing may be written inside it
+        inputs.append(Place(f"the checkpoint folder {args.model}", Path(args.model), folder=True))
+    check_apart([Place(f"-o {args.output}", Path(args.output))], inputs)
+
+
 def run(args: argparse.Namespace) -> int:
-    check_target(args.output)  # a folder or link as -o: refused before minutes of export, not after
+    _check_output(args)
     config = ExportConfig(model=args.model, centroids=args.centroids, output=args.output, layer=args.layer,
                           normalize=args.normalize, precision=args.precision, min_agreement=args.min_agreement,
                           audio=args.audio, calibration=args.calibration, providers=args.provider,

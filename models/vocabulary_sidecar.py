@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from audiotok import __version__
+from audiotok.runtime.bundle_centroids import centroids_sha256
 from audiotok.runtime.errors import AudiotokError
+from audiotok.runtime.formats.file_set import FileSet
 from audiotok.runtime.json_rules import (Integer, JsonObject, JsonRuleError, Nullable, Number, Rule, Text, TextList,
                                          load_bounded_json)
-from audiotok.runtime.formats.staging import atomic_path
 from audiotok.runtime.manifest import FIELD_RULES as MANIFEST_RULES
 from audiotok.runtime.manifest import MAX_DIM, MAX_K, MAX_LAYER
 
@@ -85,6 +86,9 @@ class TrainingRecord:
     max_frames_total: int | None = None
     faiss_index: str | None = None  # the IndexFlatL2 written beside the centroids, if any
     format: int = SIDECAR_FORMAT
+    # sha256 of the centroids as little-endian float32 (the manifest's centroids_sha256): export
+    # refuses centroids this sidecar does not describe (a run killed between its renames, a copy).
+    centroids_sha256: str | None = None
 
     @classmethod
     def create(cls, spec: EncoderSpec, config: Any, stats: Any, *, frames: int,
@@ -97,13 +101,31 @@ class TrainingRecord:
                    **asdict(stats), **options)
 
 
+def stage_centroids(files: FileSet, path: str | Path, centroids: np.ndarray, record: TrainingRecord) -> None:
+    """Stage ``centroids.npy``, then its sidecar naming their hash, in ``files`` (renamed in that order).
+
+    The sidecar goes last: a run killed between the renames leaves new centroids beside a sidecar
+    whose hash does not match them, which export refuses; never a pair that looks right and is not.
+    """
+    array = np.ascontiguousarray(centroids, np.float32)
+    with open(files.stage(path), "wb") as f:
+        np.save(f, array)
+    record = TrainingRecord(**{**asdict(record), "centroids_sha256": centroids_sha256(array)})
+    files.stage(sidecar_path(path)).write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
+
+
 def write_centroids(path: str | Path, centroids: np.ndarray, record: TrainingRecord) -> None:
-    """Write ``centroids.npy`` and its sidecar, each atomically (temp file, then rename)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, centroids.astype(np.float32))
-    with atomic_path(sidecar_path(path)) as tmp:
-        tmp.write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
+    """Write ``centroids.npy`` and its sidecar as one (see :func:`stage_centroids`)."""
+    with FileSet() as files:
+        stage_centroids(files, path, centroids, record)
+
+
+SIDECAR_HEAD = b'{\n  "encoder": {'  # how every sidecar json.dumps(asdict(record), indent=2) writes starts
+
+
+def is_sidecar_head(content: bytes) -> bool:
+    """Whether a file's first bytes start like a sidecar audiotok writes (a staged one may be cut short)."""
+    return content.startswith(SIDECAR_HEAD)
 
 
 def is_sidecar(content: bytes) -> bool:
@@ -149,6 +171,7 @@ SIDECAR_RULES: dict[str, Rule] = {
     "max_frames_file": Nullable(Integer(1, 1 << 62)),
     "max_frames_total": Nullable(Integer(1, 1 << 62)),
     "faiss_index": Text(optional=True),
+    "centroids_sha256": Text(hex_length=64, optional=True),
 }
 ENCODER_RULES: dict[str, Rule] = {"name": Text(), "encoder_type": Text(max_length=64),
                                   "config_sha256": Text(optional=True)}
@@ -199,6 +222,7 @@ class RecordedTraining:
     versions: dict[str, Any] | None = None
     fit: str | None = None
     format: int = 1  # sidecars written before the format was recorded are format 1
+    centroids_sha256: str | None = None  # None: an older sidecar that does not record it
 
     @property
     def encoder_name(self) -> str:
@@ -212,7 +236,8 @@ class RecordedTraining:
                    data=tuple(data.get("data", ())), frame_rule=data.get("frame_rule"),
                    feature_norm=data.get("feature_norm"), channel=data.get("channel"), training=training,
                    mean_squared_distance=data.get("mean_squared_distance"), versions=data.get("versions"),
-                   fit=data.get("fit"), format=data.get("format", 1))
+                   fit=data.get("fit"), format=data.get("format", 1),
+                   centroids_sha256=data.get("centroids_sha256"))
 
 
 def read_sidecar(centroids: str | Path) -> RecordedTraining | None:

@@ -9,7 +9,7 @@ runs the assignment step on it.
 
 Each of the ``nredo`` runs is its own ``Clustering`` (seed ``seed + run``) so that progress can
 be shown; the one with the lowest final objective wins, which is what faiss' internal ``nredo``
-does. Then ``write_faiss_index`` writes the centroids as an ``IndexFlatL2``, the file
+does. Then ``write_faiss_index_to`` writes the centroids as an ``IndexFlatL2``, the file
 audioTokenizer's own scripts search (``NAME.kmeans_faiss.index``).
 """
 
@@ -24,7 +24,6 @@ import numpy as np
 from tqdm import tqdm
 
 from audiotok.runtime.errors import SettingsError
-from audiotok.runtime.formats.staging import atomic_path
 
 from .feature_cache import CachedFeatures
 
@@ -134,10 +133,13 @@ def faiss_index_path(centroids: str | os.PathLike) -> Path:
     return path.with_name(stem + INDEX_SUFFIX)
 
 
-def write_faiss_index(path: str | os.PathLike, centroids: np.ndarray) -> None:
-    """The centroids as a faiss ``IndexFlatL2`` (written to a temp file, then renamed into place)."""
+FAISS_FLAT_L2_MAGIC = b"IxF2"  # how faiss.write_index starts an IndexFlatL2 file
+
+
+def write_faiss_index_to(file: str | os.PathLike, centroids: np.ndarray) -> None:
+    """The centroids as a faiss ``IndexFlatL2``, written to ``file`` as it is (a staged temp file: train
+    renames it into place with the centroids, see :class:`~audiotok.runtime.formats.file_set.FileSet`)."""
     faiss = import_faiss()
     index = faiss.IndexFlatL2(centroids.shape[1])
     index.add(np.ascontiguousarray(centroids, np.float32))
-    with atomic_path(path) as tmp:
-        faiss.write_index(index, str(tmp))
+    faiss.write_index(index, str(file))

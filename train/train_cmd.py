@@ -29,17 +29,22 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from audiotok.models import load_encoder
 from audiotok.models.huggingface import NORMALIZE_CHOICES
-from audiotok.models.vocabulary_sidecar import TrainingRecord, is_sidecar, sidecar_path, write_centroids
+from audiotok.models.vocabulary_sidecar import (TrainingRecord, is_sidecar, is_sidecar_head, sidecar_path,
+                                                stage_centroids)
 from audiotok.runtime.commands.options import add_engine_arguments
 from audiotok.runtime.constants import FRAME_SECONDS
 from audiotok.runtime.corpus.engine import check_engine_options
 from audiotok.runtime.errors import AudioError, SettingsError
+from audiotok.runtime.corpus.listing import CorpusFile
+from audiotok.runtime.formats.collisions import Place, check_apart, input_places, list_arguments
+from audiotok.runtime.formats.file_set import FileSet, remove_leftovers
 from audiotok.runtime.formats.side_files import check_side_file
 from audiotok.runtime.formats.staging import check_target
 from audiotok.runtime.plotting.canvas import is_audiotok_png
@@ -48,12 +53,12 @@ from audiotok.runtime.preprocess import CHANNEL_MEAN, FEATURE_NORMS, parse_chann
 from .training_files import training_files
 from .extract import ExtractionConfig, extract
 from .feature_cache import DEFAULT_CACHE_NAME
-from .faiss_kmeans import (FaissConfig, default_sample, faiss_index_path, fit_faiss, import_faiss, sample_rows,
-                           write_faiss_index)
+from .faiss_kmeans import (FAISS_FLAT_L2_MAGIC, FaissConfig, default_sample, faiss_index_path, fit_faiss,
+                           import_faiss, sample_rows, write_faiss_index_to)
 from .feature_cache import CachedFeatures
 from .kmeans import KMeansConfig, fit_kmeans, unit_usage
 from .out_of_core import fit_out_of_core
-from .usage_plot import usage_plot_path, write_usage_plot
+from .usage_plot import stage_usage_plot, usage_plot_path
 
 DEFAULT_FIT_MEMORY_GB = 4.0
 DEFAULT_SHARD_MINUTES = 10.0
@@ -179,21 +184,49 @@ def fit(args: argparse.Namespace, features: CachedFeatures) -> tuple[np.ndarray,
     return fit_kmeans(data if capped else features.all(), config), config, how
 
 
-def _check_outputs(args: argparse.Namespace, cache_root: Path) -> None:
-    """Before any work: -o and its side files must be new or audiotok's own, the cache a folder."""
-    check_target(args.output)
-    check_side_file(sidecar_path(args.output), is_sidecar, "a centroids sidecar")
+def _side_outputs(args: argparse.Namespace) -> list[tuple[Path, str, Callable[[bytes], bool]]]:
+    """The files written beside the centroids: (path, what it is, how audiotok's own is recognised)."""
+    sides = [(sidecar_path(args.output), "a centroids sidecar", is_sidecar)]
     if importlib.util.find_spec("matplotlib") is not None:
-        check_side_file(usage_plot_path(args.output), is_audiotok_png, "a usage plot")
+        sides.append((usage_plot_path(args.output), "a usage plot", is_audiotok_png))
+    if args.write_faiss_index:
+        sides.append((faiss_index_path(args.output), "a faiss index", lambda b: b.startswith(FAISS_FLAT_L2_MAGIC)))
+    return sides
+
+
+# What a staged (possibly cut short) file of each output starts with: how a killed run's leftovers are known.
+LEFTOVER_HEADS: dict[str, Callable[[bytes], bool]] = {
+    "centroids": lambda head: head.startswith(b"\x93NUMPY"), "a centroids sidecar": is_sidecar_head,
+    "a usage plot": lambda head: head.startswith(b"\x89PNG\r\n\x1a\n"),
+    "a faiss index": lambda head: head.startswith(FAISS_FLAT_L2_MAGIC)}
+
+
+def _check_outputs(args: argparse.Namespace, cache_root: Path, files: list[CorpusFile]) -> None:
+    """Before any work: -o and its side files must be new or audiotok's own and none of them an input,
+    the cache a folder that holds no input; a killed run's leftovers beside them are removed."""
+    check_target(args.output)
+    sides = _side_outputs(args)
     if cache_root.exists() and not cache_root.is_dir():
         raise SettingsError(f"--cache {cache_root}: exists and is not a folder")
+    out = f"-o {args.output}"
+    inputs = [*list_arguments(args.data), *input_places("the input", (f.path for f in files))]
+    if Path(args.model).is_dir():  # a checkpoint folder is read whole: nothing may be written inside it
+        inputs.append(Place(f"the checkpoint folder {args.model}", Path(args.model), folder=True))
+    check_apart([Place(out, Path(args.output)), *(Place(f"{p} (beside {out})", p) for p, _, _ in sides),
+                 Place(f"the feature cache {cache_root}", cache_root, folder=True)], inputs)
+    for path, what, is_ours in sides:
+        check_target(path)
+        if what != "a faiss index":  # an index of another run is replaced like the centroids themselves
+            check_side_file(path, is_ours, what)
+    for path, what in [(Path(args.output), "centroids"), *((p, what) for p, what, _ in sides)]:
+        remove_leftovers(path, LEFTOVER_HEADS[what])
 
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
     cache_root = Path(args.cache) if args.cache else Path(args.output).parent / DEFAULT_CACHE_NAME
-    _check_outputs(args, cache_root)
     files = training_files(args.data)
+    _check_outputs(args, cache_root, files)
     encoder = load_encoder(args.model, args.layer, args.normalize)
     spec = encoder.spec
     print(f"audiotok: {spec.name} ({spec.encoder_type}) layer {spec.layer}, dim {spec.dim}, "
@@ -217,23 +250,23 @@ def run(args: argparse.Namespace) -> int:
     centroids, config, how = fit(args, features)
     stats, counts = unit_usage((features.shard(i) for i in range(len(features))), centroids)
     hours = extracted.frames * FRAME_SECONDS / 3600
-    index = None
-    if args.write_faiss_index:
-        index = faiss_index_path(args.output)
-        write_faiss_index(index, centroids)
+    index = faiss_index_path(args.output) if args.write_faiss_index else None
     record = TrainingRecord.create(
         spec, config, stats, frames=features.rows, hours=hours, files=extracted.files, data=args.data,
         percent=args.percent, fit=how, backend=args.kmeans, channel=args.channel, trim_silence_db=args.trim_silence,
         frame_rule="pad" if args.pad_last_frame else "floor", feature_norm=args.feature_norm,
         max_frames_file=args.max_frames_file, max_frames_total=args.max_frames_total,
         faiss_index=None if index is None else index.name)
-    write_centroids(args.output, centroids, record)
+    with FileSet() as outputs:  # visible together or not at all; the sidecar (naming the centroids' hash) last
+        if index is not None:
+            write_faiss_index_to(outputs.stage(index), centroids)
+        plot = stage_usage_plot(outputs, args.output, counts, stats)
+        stage_centroids(outputs, args.output, centroids, record)
     if index is not None:
         print(f"audiotok: wrote {index} (faiss IndexFlatL2 of the centroids)", file=sys.stderr)
     print(f"audiotok: wrote {args.output}: k={args.k}, {features.rows} frames ({hours:.3f} h), "
           f"{stats.clusters_used}/{args.k} clusters used, perplexity {stats.perplexity:.1f}; "
           f"features cached in {extracted.folder} ({features.cache.size_bytes() / 2**20:.1f} MiB)", file=sys.stderr)
-    plot = write_usage_plot(args.output, counts, stats)
     print(f"audiotok: cluster usage plot: {plot}" if plot else
           "audiotok: pip install 'audiotok[plot]' to also get a cluster-usage plot", file=sys.stderr)
     return 0

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audiotok.runtime.plotting.canvas import PlotUnavailable, new_figure, save_figure
+from audiotok.runtime.formats.file_set import FileSet
+from audiotok.runtime.plotting.canvas import PlotUnavailable, new_figure, render_figure
 
 from .kmeans import UnitStats
 
@@ -23,8 +24,9 @@ def usage_plot_path(centroids: str | Path) -> Path:
     return Path(centroids).with_suffix(".usage.png")
 
 
-def write_usage_plot(centroids: str | Path, counts: np.ndarray, stats: UnitStats) -> Path | None:
-    """Draw unit frequencies (ranked, log scale) beside ``centroids``; None when matplotlib is missing."""
+def stage_usage_plot(files: FileSet, centroids: str | Path, counts: np.ndarray, stats: UnitStats) -> Path | None:
+    """Draw unit frequencies (ranked, log scale) and stage the PNG beside ``centroids`` in ``files``;
+    returns where it will be, or None when matplotlib is missing."""
     try:
         figure = new_figure(*USAGE_PLOT_SIZE)
     except PlotUnavailable:
@@ -45,5 +47,5 @@ def write_usage_plot(centroids: str | Path, counts: np.ndarray, stats: UnitStats
     ax.set_title(f"{Path(centroids).name}: k={k}, {stats.clusters_used} used, perplexity {stats.perplexity:.1f}, "
                  f"{total} frames", fontsize=10)
     path = usage_plot_path(centroids)
-    save_figure(figure, path)
+    render_figure(figure, files.stage(path), "png")
     return path

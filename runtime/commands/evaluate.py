@@ -38,6 +38,7 @@ import json
 import os
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 from ..corpus.listing import list_corpus
 from ..corpus.progress import CorpusProgress
@@ -45,6 +46,7 @@ from ..errors import SettingsError
 from ..evaluation.alignments import DEFAULT_TIER, Alignments
 from ..evaluation.measure import EvaluationPlan, Evaluator, Report, check_comparable
 from ..evaluation.perturb import NoiseBank, expand
+from ..formats.collisions import Place, check_apart, input_places, list_arguments
 from ..formats.staging import atomic_path
 from ..plotting.canvas import PlotUnavailable, image_format
 from ..preprocess import add_processor_arguments, processor_arguments
@@ -114,6 +116,18 @@ def _check(args: argparse.Namespace) -> None:
     if args.threads is not None and args.threads < 1:
         raise SettingsError(f"--threads must be at least 1, got {args.threads}")
     args.channel, args.trim_silence = processor_arguments(args)
+
+
+def _check_apart(args: argparse.Namespace, files: list[str]) -> None:
+    """The report and the confusion image must not be any file evaluate reads."""
+    outputs = [Place(f"{flag} {path}", Path(path)) for flag, path in (("-o", args.output), ("--confusion", args.confusion))
+               if path is not None]
+    inputs = [Place(f"the bundle {args.bundle}", Path(args.bundle)), *input_places("the input", files),
+              *list_arguments(args.audio)]
+    for flag, path in (("--against", args.against), ("--alignments", args.alignments)):
+        if path is not None:
+            inputs.append(Place(f"{flag} {path}", Path(path)))
+    check_apart(outputs, inputs)
 
 
 def _plan(args: argparse.Namespace, bundle: Tokenizer, files: list[str]) -> EvaluationPlan:
@@ -198,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
     files = [f.path for f in list_corpus(args.audio)]
     if not files:
         raise SettingsError(f"no audio files in {' '.join(args.audio)}")
+    _check_apart(args, files)
     bundle = Tokenizer(args.bundle, providers=args.provider, threads=args.threads, channel=args.channel,
                        trim_db=args.trim_silence)
     evaluator = Evaluator(bundle, _plan(args, bundle, files))

@@ -31,11 +31,13 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
 from ..bundle_centroids import extract_centroids
 from ..compute import bundle_compute
+from ..formats.collisions import Place, check_apart
 from ..formats.staging import atomic_path, check_target
 from ..preprocess import FRAME_COUNT_RULE
 from ..session import open_session
@@ -52,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.centroids:
         check_target(args.centroids)
+        check_apart([Place(f"--centroids {args.centroids}", Path(args.centroids))],
+                    [Place(f"the bundle {args.bundle}", Path(args.bundle))])
     _, manifest = open_session(args.bundle)
     if args.centroids:
         centroids = extract_centroids(args.bundle, manifest)

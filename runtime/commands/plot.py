@@ -19,6 +19,7 @@ import numpy as np
 from ..audio import file_blocks
 from ..constants import SAMPLE_RATE
 from ..errors import AudioError, SettingsError
+from ..formats.collisions import Place, check_apart
 from ..plotting.canvas import image_format, new_figure, save_figure
 from ..plotting.unit_plot import PlotWindow, draw_units_figure
 from ..preprocess import prepared_blocks
@@ -39,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     image_format(args.output)
+    check_apart([Place(f"-o {args.output}", Path(args.output))],
+                [Place(f"the bundle {args.bundle}", Path(args.bundle)), Place(f"the input {args.audio}", Path(args.audio))])
     if args.start < 0 or (args.seconds is not None and args.seconds <= 0):
         raise SettingsError("--start must be >= 0 and --seconds > 0")
     figure = new_figure(args.width, args.height)  # fails early when matplotlib is missing

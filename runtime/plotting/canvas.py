@@ -46,10 +46,14 @@ PNG_SOFTWARE = "audiotok"  # the PNG Software chunk: marks an image audiotok may
 
 def save_figure(figure, path: str | Path) -> None:
     """Save atomically (temp file, then rename), in the format the name's extension says."""
-    fmt = image_format(path)
-    metadata = {"Software": PNG_SOFTWARE} if fmt == "png" else None
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format=fmt, dpi=DPI, metadata=metadata)
+        render_figure(figure, tmp, image_format(path))
+
+
+def render_figure(figure, file: str | Path, fmt: str) -> None:
+    """Write ``figure`` to ``file`` as it is (a staged temp file: the caller renames it into place)."""
+    metadata = {"Software": PNG_SOFTWARE} if fmt == "png" else None
+    figure.savefig(file, format=fmt, dpi=DPI, metadata=metadata)
 
 
 def is_audiotok_png(content: bytes) -> bool:
