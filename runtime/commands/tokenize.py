@@ -39,6 +39,7 @@ from ..formats import FORMATS, ResumableJsonl, open_writer
 from ..formats.collisions import Place, check_apart, input_places, list_arguments
 from ..formats.records import check_record_path
 from ..formats.resumable import side_path
+from ..formats.run_identity import file_sha256
 from ..formats.staging import check_target
 from ..formats.units_folder import check_replaceable_folder
 from ..preprocess import add_processor_arguments, processor_arguments
@@ -102,9 +103,7 @@ def run(args: argparse.Namespace) -> int:
                                        "channel": args.channel, "trim_db": args.trim_silence})
     local_worker = TokenizeWorker(tokenizer=tokenizer) if in_process else None
     if resumable(args):
-        identity = {"bundle": str(Path(args.bundle).absolute()), **_bundle_identity(tokenizer),
-                    **_preprocess_identity(tokenizer),
-                    "max_pass_seconds": args.max_pass_seconds}  # another limit gives other units past 30 s
+        identity = run_identity(tokenizer, args.max_pass_seconds)
         del tokenizer
         return _run_resumable(args, files, engine, spec, local_worker, identity)
     k = tokenizer.manifest.k
@@ -140,21 +139,14 @@ def _output_places(args: argparse.Namespace) -> list[Place]:
     return places
 
 
-def _bundle_identity(tokenizer: Tokenizer) -> dict:
-    m = tokenizer.manifest
-    return {"centroids_sha256": m.centroids_sha256, "encoder": m.encoder, "layer": m.layer, "k": m.k,
-            "normalization": m.normalization, "precision": m.precision}
-
-
-def _preprocess_identity(tokenizer: Tokenizer) -> dict:
-    """Processor options that change the units (only those set away from the defaults, so records
-    written before these options existed still resume)."""
-    pre, identity = tokenizer.preprocess, {}
-    if pre.channel != "mean":
-        identity["channel"] = pre.channel
-    if pre.trim_db:
-        identity["trim_silence_db"] = pre.trim_db
-    return identity
+def run_identity(tokenizer: Tokenizer, max_pass_seconds: float) -> dict:
+    """Everything that decides this run's units, stated or defaulted (see :mod:`..formats.run_identity`)."""
+    m, pre = tokenizer.manifest, tokenizer.preprocess
+    return {"bundle": str(tokenizer.path.absolute()), "bundle_sha256": file_sha256(tokenizer.path),
+            "centroids_sha256": m.centroids_sha256, "encoder": m.encoder, "layer": m.layer, "k": m.k,
+            "normalization": m.normalization, "precision": m.precision, "channel": pre.channel,
+            "trim_silence_db": pre.trim_db, "frame_rule": pre.frame_rule, "feature_norm": m.feature_norm,
+            "max_pass_seconds": max_pass_seconds}  # another limit gives other units past 30 s
 
 
 def _run_all_or_nothing(args, files: list[CorpusFile], engine: Engine, spec: WorkerSpec, local_worker,
@@ -178,11 +170,18 @@ def _run_all_or_nothing(args, files: list[CorpusFile], engine: Engine, spec: Wor
 def _run_resumable(args, files: list[CorpusFile], engine: Engine, spec: WorkerSpec, local_worker,
                    identity: dict) -> int:
     out = ResumableJsonl(args.output, dedup=args.dedup, identity=identity, overwrite=args.overwrite)
-    todo = [f for f in files if f.path not in out.done]
-    if out.done or out.repaired_bytes:
+    try:
+        left = set(out.todo([f.path for f in files]))
+    except BaseException:
+        out.release()  # nothing written yet: the output (and its side files) as they were
+        raise
+    todo = [f for f in files if f.path in left]
+    if out.done or out.repaired_bytes or out.redone:
         torn = f"; cut off a torn last record ({out.repaired_bytes} bytes)" if out.repaired_bytes else ""
+        redone = (f"; {out.redone} changed since their records were written (their old records dropped, "
+                  "tokenized again)") if out.redone else ""
         print(f"audiotok: resuming {args.output}: {len(files) - len(todo)} of {len(files)} files already done"
-              f"{torn}", file=sys.stderr)
+              f"{torn}{redone}", file=sys.stderr)
     progress = CorpusProgress(len(todo), desc="tokenize")
     try:
         with out:  # a failure or Ctrl-C keeps the finished records and lists the failed files

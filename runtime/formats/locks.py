@@ -10,7 +10,7 @@ import os
 import stat
 from pathlib import Path
 
-from .staging import OutputError, check_target
+from .staging import OutputError, check_target, replace_into
 
 try:
     import fcntl
@@ -63,6 +63,24 @@ class OutputLock:
                 self._fd, self.created = fd, created
                 return
             os.close(fd)
+
+    def replace_with(self, staged: Path) -> None:
+        """Rename ``staged`` onto the locked file, locking it first, so the lock moves with the name.
+
+        A run that opens the name after the rename finds the new file already locked; one that opened
+        the old file finds it locked until this returns, then sees it is no longer the file at the name.
+        """
+        fd = os.open(staged, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh staged file: nobody else holds it
+            replace_into(staged, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
 
     def release(self, *, remove: bool = False) -> None:
         """Unlock; ``remove`` deletes the file first (only ever one this lock created and left empty)."""

@@ -1,7 +1,8 @@
 """One line per audio file: the txt, jsonl and fairseq record formats, and the names they cannot hold.
 
 - ``txt``: ``path<TAB>u1 u2 ...``.
-- ``jsonl``: ``{"path", "units", "frames", "seconds"}`` (+ ``durations`` with dedup, ``offset`` when trimmed).
+- ``jsonl``: ``{"path", "units", "frames", "seconds"}`` (+ ``durations`` with dedup, ``offset`` when trimmed,
+  ``input_size`` and ``input_mtime_ns`` in a resumable output).
 - ``fairseq``: ``stem|u1 u2 ...``, the unit files fairseq/GSLM speech LMs read.
 """
 
@@ -19,8 +20,10 @@ from ..unit_runs import dedup
 from .staging import OutputError
 
 
-def format_record(path: str, units: np.ndarray, fmt: str, *, collapse: bool, offset: int | None = None) -> str:
-    """One output line (without newline) for one file's units; jsonl gives a trimmed file's ``offset``."""
+def format_record(path: str, units: np.ndarray, fmt: str, *, collapse: bool, offset: int | None = None,
+                  source: tuple[int, int] | None = None) -> str:
+    """One output line (without newline) for one file's units; jsonl gives a trimmed file's ``offset`` and,
+    in a resumable output, its input's ``source`` (size, mtime_ns) last, where a resume reads it back."""
     frames = int(len(units))
     shown, durations = dedup(units) if collapse else (np.asarray(units), None)
     if fmt == "txt":
@@ -36,6 +39,8 @@ def format_record(path: str, units: np.ndarray, fmt: str, *, collapse: bool, off
     if offset is not None:  # --trim-silence: where the first kept frame starts in the file
         record["offset"] = round(offset / SAMPLE_RATE, 4)
         record["offset_samples"] = int(offset)
+    if source is not None:  # a resumable output: what the input was when it was read (see run_identity)
+        record["input_size"], record["input_mtime_ns"] = int(source[0]), int(source[1])
     return json.dumps(record)
 
 

@@ -5,14 +5,19 @@ Starting the same command again reads ``OUT.jsonl`` back, skips every path it al
 off a torn last line (a record whose write was interrupted) and appends the rest; no path is ever
 written twice. Beside it:
 
-* ``OUT.run.json``: the bundle (centroids hash, encoder, layer, k) and ``--dedup`` the records were
-  made with, written before the first record. Resuming with another bundle is refused, because
-  mixing two unit vocabularies in one file is silent corruption.
+* ``OUT.run.json``: everything that decides the records' units (the bundle's content hash, what its
+  manifest says, every processor option stated or defaulted, ``--dedup``; see :mod:`.run_identity`),
+  written before the first record. Resuming with anything different is refused, because mixing two
+  unit definitions in one file is silent corruption; so is resuming a run file an older audiotok
+  wrote, which does not record all of them (``--overwrite`` starts over).
 * ``OUT.errors.jsonl``: ``{"path", "error"}`` for each file that failed in the last run (removed when
   none did). Failed files are not in ``OUT.jsonl``, so the next run retries them.
 
 Records are matched by their ``path`` exactly as written, so resume with the same path arguments
-(and, for relative paths, from the same folder).
+(and, for relative paths, from the same folder). Each record carries its input's size and mtime: an
+input that changed since is tokenized again, and the output is first rewritten without its old
+record (staged beside it and renamed into place, the lock moving with it), so every path is still
+in the file exactly once.
 
 Safety: the run holds an exclusive lock on ``OUT.jsonl`` (see :class:`OutputLock`), so a second
 run on the same output refuses at once. Every side file is recognised by its content before it is
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -36,15 +42,15 @@ from ..errors import SettingsError
 from .base import UnitWriter
 from .locks import OutputLock
 from .records import format_record
+from .run_identity import (RUN_FIELDS, UNIT_FIELDS, Source, check_types, input_source, missing_unit_fields,
+                           settings_differences)
 from .side_files import check_side_file, read_head, read_json_object
-from .staging import OutputError, atomic_path
+from .staging import OutputError, atomic_path, stage_beside
 
 RECORD_PREFIX = '{"path": "'  # how format_record starts every jsonl record
 RECORD_UNITS = ', "units": ['  # what follows the path in every record
-# The run file's fields and their JSON types: anything else was not written by audiotok.
-RUN_FIELDS: dict[str, tuple[type, ...]] = {
-    "bundle": (str,), "centroids_sha256": (str,), "encoder": (str,), "layer": (int, type(None)), "k": (int,),
-    "normalization": (str,), "precision": (str,), "dedup": (bool,), "format": (str,)}
+# How format_record ends a record that carries its input's identity.
+RECORD_SOURCE = re.compile(r', "input_size": (\d{1,20}), "input_mtime_ns": (-?\d{1,24})\}$')
 FSYNC_INTERVAL_SECONDS = 30.0  # flush to the OS on every record, to the disk this often (power loss)
 
 
@@ -71,12 +77,19 @@ def _record_path(line: str, number: int, source: Path) -> str:
     return path
 
 
-def scan_output(path: Path) -> tuple[set[str], int, int]:
-    """(paths done, byte length of the intact records, bytes of a torn tail to cut off).
+def _record_source(line: str) -> Source | None:
+    """The ``(input_size, input_mtime_ns)`` a record ends with; None for a record without them."""
+    found = RECORD_SOURCE.search(line.rstrip("\n")[-100:])
+    return None if found is None else (int(found.group(1)), int(found.group(2)))
+
+
+def scan_output(path: Path) -> tuple[dict[str, Source | None], int, int]:
+    """(path -> its input's recorded identity for every record, byte length of the intact records, bytes
+    of a torn tail to cut off).
 
     Only the last line can be torn: records are appended with one write each by one writer.
     """
-    done: set[str] = set()
+    done: dict[str, Source | None] = {}
     intact = 0
     number = 0
     with open(path, "rb") as f:
@@ -88,7 +101,7 @@ def scan_output(path: Path) -> tuple[set[str], int, int]:
             except UnicodeDecodeError:
                 raise SettingsError(f"{path}:{number}: not valid UTF-8, so not a record audiotok wrote; refusing "
                                     "to resume into it (use another -o, or --overwrite)") from None
-            done.add(_record_path(line, number, path))
+            done[_record_path(line, number, path)] = _record_source(line)
             intact += len(raw)
     size = path.stat().st_size
     return done, intact, size - intact
@@ -112,13 +125,12 @@ def is_error_list(content: bytes) -> bool:
 
 
 def check_run_file(data: dict, source: Path) -> dict:
-    """The run file's fields, checked against :data:`RUN_FIELDS`; an error names the file and field."""
-    for key, types in RUN_FIELDS.items():
-        value = data.get(key)
-        if key not in data or not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
-            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise OutputError(f"{source}: {key!r} is {json.dumps(value)[:40] if key in data else 'missing'} "
-                              f"where audiotok writes {expected}: not a run file audiotok wrote")
+    """The run file's fields, checked against :data:`RUN_FIELDS` (all there) and :data:`UNIT_FIELDS`
+    (those there: an older run file lacks them); an error names the file and field."""
+    problem = check_types(data, RUN_FIELDS, source, required=True) or check_types(data, UNIT_FIELDS, source,
+                                                                                  required=False)
+    if problem:
+        raise OutputError(problem)
     return data
 
 
@@ -149,6 +161,9 @@ class ResumableJsonl(UnitWriter):
         self.errors_path = side_path(self.path, ".errors.jsonl")
         self.identity = {**identity, "dedup": dedup, "format": "jsonl"}
         self.done: set[str] = set()
+        self.recorded: dict[str, Source | None] = {}  # path -> its input's identity when its record was written
+        self.sources: dict[str, Source | None] = {}  # path -> its input's identity before this run read it
+        self.redone = 0  # records dropped because their input changed
         self.repaired_bytes = 0
         self.written = 0
         self.errors: list[dict[str, str]] = []
@@ -191,23 +206,63 @@ class ResumableJsonl(UnitWriter):
             raise SettingsError(f"{self.path} exists but {self.run_path.name} (what it was made with) is missing, "
                                 "so it cannot be resumed safely: use another -o, or --overwrite")
         previous = check_run_file(read_json_object(self.run_path), self.run_path)
-        changed = sorted(k for k in self.identity if k != "bundle" and previous.get(k) != self.identity[k])
-        if changed:
-            was = ", ".join(f"{k}={previous.get(k)!r}" for k in changed)
-            raise SettingsError(f"{self.path} was made with other settings ({was}); resuming would mix them: "
-                                "use another -o, or --overwrite to start over")
-        self.done, intact, torn = scan_output(self.path)
+        missing = missing_unit_fields(previous)
+        if missing:
+            raise SettingsError(f"{self.run_path} was written by an older audiotok and does not record "
+                                f"{', '.join(missing)}, so this resume cannot be proven the same job: "
+                                "--overwrite to start over, or use another -o")
+        differences = settings_differences(previous, self.identity)
+        if differences:
+            raise SettingsError(f"{self.path} was made with other settings ({differences[0]}), not these "
+                                f"({differences[1]}); resuming would mix them: use another -o, or --overwrite "
+                                "to start over")
+        self.recorded, intact, torn = scan_output(self.path)
+        self.done = set(self.recorded)
         if torn:
             with open(self.path, "r+b") as f:
                 f.truncate(intact)
             self.repaired_bytes = torn
 
+    def todo(self, paths: list[str]) -> list[str]:
+        """The paths still to tokenize: those without a record, and those whose input changed since its
+        record was written (their old records are dropped first, so each path stays in the file once).
+
+        Each input's size and mtime are taken here, before any worker reads it: a file that changes
+        during the run is recorded with its older identity, so the next resume tokenizes it again.
+        """
+        self.sources = {path: input_source(path) for path in paths}
+        stale = {p for p in paths if p in self.recorded and (self.recorded[p] is None
+                                                              or self.recorded[p] != self.sources[p])}
+        if stale:
+            self._drop_records(stale)
+        return [p for p in paths if p not in self.done]
+
+    def _drop_records(self, stale: set[str]) -> None:
+        """Rewrite the output without ``stale``'s records: staged beside it, then renamed onto it, the
+        lock taken on the new file first, so a reader or a second run never sees a half-rewritten one."""
+        staged = stage_beside(self.path)
+        try:
+            with open(self.path, "rb") as source, open(staged, "wb") as target:
+                for number, raw in enumerate(source, start=1):
+                    if _record_path(raw.decode("utf-8"), number, self.path) not in stale:
+                        target.write(raw)
+                target.flush()
+                os.fsync(target.fileno())
+            self._lock.replace_with(staged)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        self.done -= stale
+        for path in stale:
+            self.recorded.pop(path, None)
+        self.redone = len(stale)
     def write(self, path: str, units: np.ndarray, offset: int | None = None) -> None:
         if path in self.done:  # engines never repeat a path; this guards the file's one-record-per-path promise
             return
         if self._stream is None:
             self._stream = self._open()
-        self._stream.write(format_record(path, units, "jsonl", collapse=self.dedup, offset=offset) + "\n")
+        record = format_record(path, units, "jsonl", collapse=self.dedup, offset=offset, source=self.sources.get(path))
+        self._stream.write(record + "\n")
         self._stream.flush()
         self.done.add(path)
         self.written += 1
@@ -239,6 +294,10 @@ class ResumableJsonl(UnitWriter):
 
     def abort(self) -> None:
         self.close()
+
+    def release(self) -> None:
+        """Let go of the output before any record was written (a run refused while planning)."""
+        self._lock.release(remove=self._lock.created and _is_empty(self.path))
 
 
 def _is_empty(path: Path) -> bool:
