@@ -17,6 +17,7 @@ content audiotok writes, and :func:`remove_leftovers` deletes it at the start of
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -56,21 +57,23 @@ class FileSet:
 
     def commit(self) -> None:
         """Rename every staged file onto its target, in order; on any error, restore the previous set."""
-        done: list[tuple[Path, Path | None]] = []  # (target, hard link to what it replaced, or None)
+        done: list[tuple[Path, bool, Path | None]] = []  # (target, existed, hard link to what it replaced)
         try:
             for tmp, target in self._staged:
-                backup = _link_aside(target)
-                done.append((target, backup))
+                existed = os.path.lexists(target)
+                backup = _link_aside(target) if existed else None
+                done.append((target, existed, backup))
                 replace_into(tmp, target)
         except BaseException:
-            for target, backup in reversed(done):
+            for target, existed, backup in reversed(done):
                 if backup is not None:
                     os.replace(backup, target)  # the previous file, back under its name
-                else:
+                elif not existed:
                     target.unlink(missing_ok=True)  # new this run: audiotok wrote it
+                # else: no hard links here; the caller's order keeps the set verifiable (module docstring)
             self.discard()
             raise
-        for _, backup in done:
+        for _, _, backup in done:
             if backup is not None:
                 backup.unlink(missing_ok=True)
         self._staged = []
@@ -83,9 +86,8 @@ class FileSet:
 
 
 def _link_aside(target: Path) -> Path | None:
-    """A hard link ``.NAME.<16 hex>.old`` to ``target``'s current file (None when there is none)."""
-    if not os.path.lexists(target):
-        return None
+    """A hard link ``.NAME.<16 hex>.old`` to ``target``'s current file; None where the file system has no
+    hard links (the set is then only as safe as its order)."""
     for _ in range(STAGE_ATTEMPTS):
         backup = target.parent / f".{target.name}.{secrets.token_hex(8)}.old"
         try:
@@ -94,6 +96,8 @@ def _link_aside(target: Path) -> Path | None:
         except FileExistsError:
             continue
         except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                return None
             raise OutputError(f"-o {target}: cannot keep the previous file while replacing it ({exc.strerror})") from None
     raise OutputError(f"-o {target}: no free temp name in {target.parent}")
 

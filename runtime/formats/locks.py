@@ -92,6 +92,20 @@ class OutputLock:
         self._fd = None
 
 
+def try_lock(path: Path) -> int | None:
+    """An open descriptor holding an exclusive ``flock`` on ``path`` (a file or folder), or None when
+    another process holds it. The lock lasts until the descriptor is closed or the process ends."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    if fcntl is None:
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 class FolderLock:
     """An exclusive ``flock`` on a folder, held briefly (the swap of a units folder into place)."""
 

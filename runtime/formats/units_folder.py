@@ -11,6 +11,12 @@ A file never spans two shards. The folder is built in a staging folder and renam
 ``-o FOLDER`` may name a new or empty folder, or a units folder audiotok wrote (a strict
 ``meta.json`` and only the files above); anything else is refused untouched. Replacing a units
 folder deletes only its own files, by name.
+
+A run killed mid-way leaves its staging folder ``.FOLDER.<16 hex>.tmp``; one killed during the swap
+also leaves the previous folder hidden as ``.FOLDER.old-<pid>``. The next run to the same ``-o``
+recognises both by name and content (only a units folder's own files) and removes them, except that
+a hidden previous folder whose ``-o`` is gone is put back first. A staging folder is locked
+(``flock``) while its run lives, so a run in progress is never taken for a leftover.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from ..constants import FRAME_SECONDS
 from ..errors import SettingsError
 from ..unit_runs import dedup as dedup_units
 from .base import UnitWriter
-from .locks import FolderLock
+from .locks import FolderLock, try_lock
 from .records import check_record_path
 from .side_files import read_json_object
 from .staging import OutputError, replace_into, stage_beside
@@ -56,10 +62,14 @@ class NpyShardWriter(UnitWriter):
         check_replaceable_folder(self._target)
         self.k, self.dedup, self.shard_units = int(k), dedup, int(shard_units)
         self.dtype = unit_dtype(self.k)
+        remove_folder_leftovers(self._target)
         self._staged = stage_beside(self._target, folder=True)
+        self._held: int | None = None
         try:
+            self._held = try_lock(self._staged)  # a live run's staging folder is not a leftover
             self._index = open(self._staged / "index.tsv", "w", encoding="utf-8")
         except BaseException:
+            self._unhold()
             shutil.rmtree(self._staged, ignore_errors=True)
             raise
         self._index.write("\t".join(INDEX_COLUMNS) + "\n")
@@ -105,7 +115,7 @@ class NpyShardWriter(UnitWriter):
                 check_replaceable_folder(self._target)  # again: it may have changed during the run
                 old = None
                 if os.path.lexists(self._target):  # a previous units folder (or an empty one): swap it out
-                    old = self._target.with_name(f".{self._target.name}.old-{os.getpid()}")
+                    old = old_folder_name(self._target)
                     replace_into(self._target, old)
                 try:
                     replace_into(self._staged, self._target)
@@ -116,12 +126,66 @@ class NpyShardWriter(UnitWriter):
         except BaseException:
             self.abort()
             raise
+        self._unhold()
         if old is not None:
             remove_units_folder(old)
 
     def abort(self) -> None:
         self._index.close()
+        self._unhold()
         shutil.rmtree(self._staged, ignore_errors=True)  # the staging folder: audiotok made all of it
+
+    def _unhold(self) -> None:
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None
+
+
+def old_folder_name(target: Path) -> Path:
+    """Where the previous units folder waits while the new one is renamed into place."""
+    return target.with_name(f".{target.name}.old-{os.getpid()}")
+
+
+def remove_folder_leftovers(target: Path) -> None:
+    """Remove what runs killed before they committed to ``target`` left beside it (module docstring).
+
+    Staging folders ``.NAME.<16 hex>.tmp`` and hidden previous folders ``.NAME.old-<pid>`` count only
+    when they hold nothing but a units folder's own files; a staging folder another run still holds
+    locked is skipped; a hidden previous folder is put back when ``target`` itself is gone.
+    """
+    parent = target.parent
+    staging = re.compile(re.escape(f".{target.name}.") + r"[0-9a-f]{16}\.tmp")
+    hidden = re.compile(re.escape(f".{target.name}.old-") + r"\d+")
+    try:
+        names = sorted(os.listdir(parent))
+    except OSError:
+        return
+    with FolderLock(parent):  # a run swapping its folder in right now holds this
+        for name in names:
+            path = parent / name
+            if not (staging.fullmatch(name) or hidden.fullmatch(name)) or not _only_own_files(path):
+                continue
+            if hidden.fullmatch(name) and not os.path.lexists(target) and _units_meta_problem(path) is None:
+                os.replace(path, target)  # killed between the two renames: the previous output, back
+                continue
+            held = try_lock(path)
+            if held is None:
+                continue  # a live run's staging folder
+            try:
+                remove_units_folder(path)
+            finally:
+                os.close(held)
+
+
+def _only_own_files(folder: Path) -> bool:
+    """A real folder holding only regular files a units folder holds (index.tsv, meta.json, shards)."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    try:
+        return all(OWN_FILES.fullmatch(e) and (folder / e).is_file() and not (folder / e).is_symlink()
+                   for e in os.listdir(folder))
+    except OSError:
+        return False
 
 
 def check_replaceable_folder(target: Path) -> None:
