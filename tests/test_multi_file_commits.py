@@ -83,7 +83,7 @@ def trained(speech_dir, tmp_path_factory) -> Path:
         shutil.copy(clip, folder / f"{i}.wav")
     from audiotok.runtime.commands.dispatcher import main
 
-    assert main(["train", "--model", "logmel", "--k", "4", "-o", str(folder / "km.npy"),
+    assert main(["train", "--model", "logmel", "--k", "4", "--n-init", "1", "--max-iter", "5", "-o", str(folder / "km.npy"),
                  str(folder / "0.wav"), str(folder / "1.wav")]) == 0
     return folder
 
@@ -96,15 +96,16 @@ def run_folder(trained, tmp_path) -> Path:
     return folder
 
 
-def train_again(capsys, folder: Path) -> tuple[int, str, str]:
-    return run_in_process(capsys, "train", "--model", "logmel", "--k", "5", "--seed", "3", "-o", folder / "km.npy",
-                          folder / "0.wav", folder / "1.wav")
+def train_again(capsys, folder: Path, trained: Path) -> tuple[int, str, str]:
+    """Another k into ``folder``, on the trained clips: the copied feature cache serves it, no extraction."""
+    return run_in_process(capsys, "train", "--model", "logmel", "--k", "5", "--seed", "3", "--n-init", "1", "--max-iter", "5", "-o", folder / "km.npy",
+                          trained / "0.wav", trained / "1.wav")
 
 
-def test_train_interrupted_before_its_sidecar_keeps_the_previous_set(run_folder, capsys, monkeypatch):
+def test_train_interrupted_before_its_sidecar_keeps_the_previous_set(run_folder, trained, capsys, monkeypatch):
     before = contents(run_folder)
     monkeypatch.setattr(file_set, "replace_into", interrupt_on(file_set, "replace_into", lambda t: t.name == "km.json"))
-    code, _, err = train_again(capsys, run_folder)
+    code, _, err = train_again(capsys, run_folder, trained)
     assert code == 130 and err.splitlines()[-1] == "audiotok: interrupted", err
     assert contents(run_folder) == before
 
@@ -129,7 +130,7 @@ def test_export_refuses_centroids_their_sidecar_does_not_name(run_folder, capsys
     assert not (run_folder / "u.onnx").exists()
 
 
-def test_train_removes_what_a_killed_train_left_and_nothing_else(run_folder, capsys):
+def test_train_removes_what_a_killed_train_left_and_nothing_else(run_folder, trained, capsys):
     ours = {".km.npy.0123456789abcdef.tmp": (run_folder / "km.npy").read_bytes()[:100],  # cut short
             ".km.json.0123456789abcdef.old": (run_folder / "km.json").read_bytes(),
             ".km.usage.png.fedcba9876543210.tmp": b""}  # staged, killed before a byte was written
@@ -138,7 +139,7 @@ def test_train_removes_what_a_killed_train_left_and_nothing_else(run_folder, cap
     for name, data in {**ours, **theirs}.items():
         (run_folder / name).write_bytes(data)
     (run_folder / ".km.json.2222222222222222.tmp").mkdir()
-    code, _, err = train_again(capsys, run_folder)
+    code, _, err = train_again(capsys, run_folder, trained)
     assert code == 0, err
     left = contents(run_folder)
     assert not set(ours) & set(left)

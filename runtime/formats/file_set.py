@@ -66,7 +66,9 @@ class FileSet:
                 replace_into(tmp, target)
         except BaseException:
             for target, existed, backup in reversed(done):
-                if backup is not None:
+                if backup is not None and _same_file(backup, target):
+                    backup.unlink()  # not replaced yet (rename() of two links to one file does nothing)
+                elif backup is not None:
                     os.replace(backup, target)  # the previous file, back under its name
                 elif not existed:
                     target.unlink(missing_ok=True)  # new this run: audiotok wrote it
@@ -83,6 +85,13 @@ class FileSet:
         for tmp, _ in self._staged:
             tmp.unlink(missing_ok=True)
         self._staged = []
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samestat(os.lstat(a), os.lstat(b))
+    except OSError:
+        return False
 
 
 def _link_aside(target: Path) -> Path | None:
