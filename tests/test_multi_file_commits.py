@@ -83,8 +83,8 @@ def trained(speech_dir, tmp_path_factory) -> Path:
         shutil.copy(clip, folder / f"{i}.wav")
     from audiotok.runtime.commands.dispatcher import main
 
-    assert main(["train", "--model", "logmel", "--k", "4", "--n-init", "1", "--max-iter", "5", "-o", str(folder / "km.npy"),
-                 str(folder / "0.wav"), str(folder / "1.wav")]) == 0
+    assert main(["train", "--model", "logmel", "--k", "4", "--n-init", "1", "--max-iter", "5",
+                 "-o", str(folder / "km.npy"), str(folder / "0.wav"), str(folder / "1.wav")]) == 0
     return folder
 
 
@@ -98,8 +98,8 @@ def run_folder(trained, tmp_path) -> Path:
 
 def train_again(capsys, folder: Path, trained: Path) -> tuple[int, str, str]:
     """Another k into ``folder``, on the trained clips: the copied feature cache serves it, no extraction."""
-    return run_in_process(capsys, "train", "--model", "logmel", "--k", "5", "--seed", "3", "--n-init", "1", "--max-iter", "5", "-o", folder / "km.npy",
-                          trained / "0.wav", trained / "1.wav")
+    return run_in_process(capsys, "train", "--model", "logmel", "--k", "5", "--seed", "3", "--n-init", "1",
+                          "--max-iter", "5", "-o", folder / "km.npy", trained / "0.wav", trained / "1.wav")
 
 
 def test_train_interrupted_before_its_sidecar_keeps_the_previous_set(run_folder, trained, capsys, monkeypatch):

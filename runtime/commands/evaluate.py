@@ -120,8 +120,8 @@ def _check(args: argparse.Namespace) -> None:
 
 def _check_apart(args: argparse.Namespace, files: list[str]) -> None:
     """The report and the confusion image must not be any file evaluate reads."""
-    outputs = [Place(f"{flag} {path}", Path(path)) for flag, path in (("-o", args.output), ("--confusion", args.confusion))
-               if path is not None]
+    written = (("-o", args.output), ("--confusion", args.confusion))
+    outputs = [Place(f"{flag} {path}", Path(path)) for flag, path in written if path is not None]
     inputs = [Place(f"the bundle {args.bundle}", Path(args.bundle)), *input_places("the input", files),
               *list_arguments(args.audio)]
     for flag, path in (("--against", args.against), ("--alignments", args.alignments)):

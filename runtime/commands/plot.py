@@ -40,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     image_format(args.output)
-    check_apart([Place(f"-o {args.output}", Path(args.output))],
-                [Place(f"the bundle {args.bundle}", Path(args.bundle)), Place(f"the input {args.audio}", Path(args.audio))])
+    check_apart([Place(f"-o {args.output}", Path(args.output))], [
+        Place(f"the bundle {args.bundle}", Path(args.bundle)), Place(f"the input {args.audio}", Path(args.audio))])
     if args.start < 0 or (args.seconds is not None and args.seconds <= 0):
         raise SettingsError("--start must be >= 0 and --seconds > 0")
     figure = new_figure(args.width, args.height)  # fails early when matplotlib is missing

@@ -123,8 +123,9 @@ def _check_outputs(args: argparse.Namespace, files: list[CorpusFile]) -> None:
         check_replaceable_folder(Path(args.output))
     else:
         check_target(args.output)
-    check_apart(_output_places(args), [Place(f"the bundle {args.bundle}", Path(args.bundle)),
-                                       *list_arguments(args.audio), *input_places("the input", (f.path for f in files))])
+    inputs = [Place(f"the bundle {args.bundle}", Path(args.bundle)), *list_arguments(args.audio),
+              *input_places("the input", (f.path for f in files))]
+    check_apart(_output_places(args), inputs)
 
 
 def _output_places(args: argparse.Namespace) -> list[Place]:

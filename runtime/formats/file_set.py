@@ -107,7 +107,8 @@ def _link_aside(target: Path) -> Path | None:
         except OSError as exc:
             if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
                 return None
-            raise OutputError(f"-o {target}: cannot keep the previous file while replacing it ({exc.strerror})") from None
+            raise OutputError(f"-o {target}: cannot keep the previous file while replacing it "
+                              f"({exc.strerror})") from None
     raise OutputError(f"-o {target}: no free temp name in {target.parent}")
 
 
