@@ -138,6 +138,14 @@ def test_export_onto_its_centroids_or_their_sidecar_is_refused(work, logmel_unit
     assert snapshot(work) == before
 
 
+def test_export_into_its_checkpoint_folder_is_refused(work, logmel_units, tiny_hubert, capsys):
+    (work / "km.npy").write_bytes(logmel_units.read_bytes())
+    before = snapshot(tiny_hubert)
+    line = refused(capsys, "export", "--model", tiny_hubert, "--centroids", "km.npy", "-o", tiny_hubert / "u.onnx")
+    assert line == f"-o {tiny_hubert / 'u.onnx'} lies inside the checkpoint folder {tiny_hubert}: {REFUSED}"
+    assert snapshot(tiny_hubert) == before
+
+
 def test_train_whose_sidecar_or_cache_would_be_an_input_is_refused(work, capsys):
     os.link(work / "b.wav", work / "km.json")
     before = snapshot(work)

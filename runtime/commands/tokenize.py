@@ -14,9 +14,10 @@ Examples:
 Two ways to write:
   --format jsonl -o FILE   a corpus run: records are appended as files finish (in completion order)
                            and flushed; running the same command again skips the files already in
-                           FILE, cuts off a torn last line and never writes a file twice. A bad file
-                           is reported and listed in FILE's .errors.jsonl; the rest complete, and the
-                           exit status is 1 if any failed. --overwrite starts over.
+                           FILE (tokenizing again any that changed since), cuts off a torn last line
+                           and never writes a file twice; a resume with other settings is refused.
+                           A bad file is reported and listed in FILE's .errors.jsonl; the rest
+                           complete, and the exit status is 1 if any failed. --overwrite starts over.
   anything else            all or nothing, in input order: stdout, or FILE (or the npy FOLDER)
                            replaced atomically when every file succeeded; the first bad file stops
                            the run.

@@ -79,6 +79,8 @@ def check_apart(outputs: Iterable[Place], inputs: Iterable[Place]) -> None:
         hit = by_identity.get(ident) if ident is not None else None
         if hit is not None:
             _refuse(out, hit, "is the same file on disk as")
+    if not any(place.folder for place in (*outputs, *inputs)):
+        return
     real_outputs = [(out, _real(out.path)) for out in outputs]
     for place in inputs:
         real_in = _real(place.path)
