@@ -225,6 +225,27 @@ def test_an_old_run_file_is_refused_until_overwrite(work, logmel_bundle, capsys)
     assert json.loads((work / "u.run.json").read_text()) == run
 
 
+def test_overwrite_interrupted_before_its_run_file_leaves_no_records_under_new_settings(work, logmel_bundle, capsys,
+                                                                                        monkeypatch):
+    import audiotok.runtime.formats.resumable as resumable
+
+    args = ("tokenize", logmel_bundle, "a.wav", "--format", "jsonl", "-o", "u.jsonl")
+    assert run_in_process(capsys, *args)[0] == 0
+    old_run = (work / "u.run.json").read_bytes()
+
+    def killed(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resumable, "atomic_path", killed)  # stopped just before the new run file is written
+    assert run_in_process(capsys, *args, "--dedup", "--overwrite")[0] == 130
+    assert (work / "u.jsonl").read_bytes() == b"" and (work / "u.run.json").read_bytes() == old_run
+    monkeypatch.undo()
+    code, _, err = run_in_process(capsys, *args, "--dedup")  # starts afresh: no old record is kept under --dedup
+    assert code == 0, err
+    assert [r["path"] for r in records(work / "u.jsonl")] == ["a.wav"] and "durations" in records(work / "u.jsonl")[0]
+    assert json.loads((work / "u.run.json").read_text())["dedup"] is True
+
+
 def test_an_input_changed_since_its_record_is_tokenized_again(work, logmel_bundle, clips, capsys):
     args = ("tokenize", logmel_bundle, "a.wav", "b.wav", "--format", "jsonl", "-o", "u.jsonl")
     assert run_in_process(capsys, *args)[0] == 0

@@ -192,10 +192,12 @@ class ResumableJsonl(UnitWriter):
 
     def _open(self) -> IO[str]:
         if self.fresh:
-            with atomic_path(self.run_path) as tmp:
-                tmp.write_text(json.dumps(self.identity, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            # Old records go first, then the run file names the new settings: killed in between, an
+            # empty output starts afresh; the other order would leave old records under new settings.
             with open(self.path, "r+b") as f:
                 f.truncate(0)
+            with atomic_path(self.run_path) as tmp:
+                tmp.write_text(json.dumps(self.identity, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             self.fresh = False
         return open(self.path, "a", encoding="utf-8")
 
