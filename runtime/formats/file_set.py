@@ -144,6 +144,9 @@ def remove_leftovers(target: str | os.PathLike, is_ours: Recogniser) -> list[Pat
         except (ValueError, TypeError, RecursionError):
             ours = False
         if ours:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                continue  # best effort: a leftover that cannot be removed stays, harmless
             removed.append(path)
     return removed

@@ -165,16 +165,19 @@ def remove_folder_leftovers(target: Path) -> None:
             path = parent / name
             if not (staging.fullmatch(name) or hidden.fullmatch(name)) or not _only_own_files(path):
                 continue
-            if hidden.fullmatch(name) and not os.path.lexists(target) and _units_meta_problem(path) is None:
-                os.replace(path, target)  # killed between the two renames: the previous output, back
-                continue
-            held = try_lock(path)
-            if held is None:
-                continue  # a live run's staging folder
             try:
-                remove_units_folder(path)
-            finally:
-                os.close(held)
+                if hidden.fullmatch(name) and not os.path.lexists(target) and _units_meta_problem(path) is None:
+                    os.replace(path, target)  # killed between the two renames: the previous output, back
+                    continue
+                held = try_lock(path)
+                if held is None:
+                    continue  # a live run's staging folder
+                try:
+                    remove_units_folder(path)
+                finally:
+                    os.close(held)
+            except OSError:
+                continue  # cleaning is best effort: a leftover that cannot be removed stays, harmless
 
 
 def _only_own_files(folder: Path) -> bool:
