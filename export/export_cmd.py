@@ -82,14 +82,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_output(args: argparse.Namespace) -> None:
-    """Before minutes of export: -o is not a folder or link, and none of the files export reads."""
-    check_target(args.output)
+    """Before minutes of export: -o is none of the files export reads, and not a folder or link."""
     inputs = [Place(f"--centroids {args.centroids}", Path(args.centroids)),
               Place(f"the sidecar {sidecar_path(args.centroids)} (beside --centroids)", sidecar_path(args.centroids)),
               *input_places("--audio", args.audio), *input_places("--calibration", args.calibration)]
     if Path(args.model).is_dir():  # a checkpoint folder is read whole: nothing may be written inside it
         inputs.append(Place(f"the checkpoint folder {args.model}", Path(args.model), folder=True))
     check_apart([Place(f"-o {args.output}", Path(args.output))], inputs)
+    check_target(args.output)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -93,6 +93,15 @@ def test_an_input_given_through_a_symbolic_link_is_still_the_input(work, logmel_
     assert snapshot(work) == before
 
 
+@pytest.mark.parametrize("fmt", ["txt", "jsonl"])
+def test_an_output_that_is_a_symbolic_link_to_an_input_names_the_input(fmt, work, logmel_bundle, capsys):
+    (work / "out.txt").symlink_to(work / "b.wav")
+    before = snapshot(work)
+    line = refused(capsys, "tokenize", logmel_bundle, "a.wav", "b.wav", "--format", fmt, "-o", "out.txt")
+    assert line == f"-o out.txt is the same file on disk as the input b.wav: {REFUSED}"
+    assert snapshot(work) == before
+
+
 def test_a_resumable_runs_side_file_that_is_an_input_is_refused(work, logmel_bundle, capsys):
     file_list = work / "u.run.json"
     file_list.write_text(f"{work}\na.wav\t1000\n")  # a file list named like u.jsonl's run file

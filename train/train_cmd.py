@@ -204,7 +204,6 @@ LEFTOVER_HEADS: dict[str, Callable[[bytes], bool]] = {
 def _check_outputs(args: argparse.Namespace, cache_root: Path, files: list[CorpusFile]) -> None:
     """Before any work: -o and its side files must be new or audiotok's own and none of them an input,
     the cache a folder that holds no input; a killed run's leftovers beside them are removed."""
-    check_target(args.output)
     sides = _side_outputs(args)
     if cache_root.exists() and not cache_root.is_dir():
         raise SettingsError(f"--cache {cache_root}: exists and is not a folder")
@@ -214,6 +213,7 @@ def _check_outputs(args: argparse.Namespace, cache_root: Path, files: list[Corpu
         inputs.append(Place(f"the checkpoint folder {args.model}", Path(args.model), folder=True))
     check_apart([Place(out, Path(args.output)), *(Place(f"{p} (beside {out})", p) for p, _, _ in sides),
                  Place(f"the feature cache {cache_root}", cache_root, folder=True)], inputs)
+    check_target(args.output)
     for path, what, is_ours in sides:
         check_target(path)
         if what != "a faiss index":  # an index of another run is replaced like the centroids themselves

@@ -53,9 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.centroids:
-        check_target(args.centroids)
         check_apart([Place(f"--centroids {args.centroids}", Path(args.centroids))],
                     [Place(f"the bundle {args.bundle}", Path(args.bundle))])
+        check_target(args.centroids)
     _, manifest = open_session(args.bundle)
     if args.centroids:
         centroids = extract_centroids(args.bundle, manifest)

@@ -122,11 +122,11 @@ def _check_outputs(args: argparse.Namespace, files: list[CorpusFile]) -> None:
         return
     if args.format == "npy":
         check_replaceable_folder(Path(args.output))
-    else:
-        check_target(args.output)
     inputs = [Place(f"the bundle {args.bundle}", Path(args.bundle)), *list_arguments(args.audio),
               *input_places("the input", (f.path for f in files))]
-    check_apart(_output_places(args), inputs)
+    check_apart(_output_places(args), inputs)  # first: a link to an input is named as that input
+    if args.format != "npy":
+        check_target(args.output)
 
 
 def _output_places(args: argparse.Namespace) -> list[Place]:
