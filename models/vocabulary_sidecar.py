@@ -114,12 +114,6 @@ def stage_centroids(files: FileSet, path: str | Path, centroids: np.ndarray, rec
     files.stage(sidecar_path(path)).write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
 
 
-def write_centroids(path: str | Path, centroids: np.ndarray, record: TrainingRecord) -> None:
-    """Write ``centroids.npy`` and its sidecar as one (see :func:`stage_centroids`)."""
-    with FileSet() as files:
-        stage_centroids(files, path, centroids, record)
-
-
 SIDECAR_HEAD = b'{\n  "encoder": {'  # how every sidecar json.dumps(asdict(record), indent=2) writes starts
 
 
@@ -129,7 +123,7 @@ def is_sidecar_head(content: bytes) -> bool:
 
 
 def is_sidecar(content: bytes) -> bool:
-    """Whether ``content`` is a sidecar :func:`write_centroids` wrote (so train may replace it)."""
+    """Whether ``content`` is a sidecar :func:`stage_centroids` wrote (so train may replace it)."""
     data = json.loads(content.decode("utf-8"))
     return isinstance(data, dict) and isinstance(data.get("encoder"), dict) and isinstance(
         data.get("versions"), dict) and all(type(data.get(key)) is int for key in ("layer", "k", "dim", "frames"))
