@@ -5,6 +5,7 @@ Every failure a user can cause (a bad file, a bad bundle, a bad setting) raises 
 non-zero instead of showing a traceback.
 """
 
+import os
 import unicodedata
 
 
@@ -31,3 +32,25 @@ def one_line(text: str) -> str:
 
 def is_line_break(char: str) -> bool:
     return unicodedata.category(char) in ("Cc", "Zl", "Zp")
+
+
+def os_reason(exc: OSError) -> str:
+    """The operating system's words for ``exc`` ("No space left on device"), never a Python repr."""
+    if exc.strerror:
+        return exc.strerror
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__
+
+
+def os_error_line(exc: OSError, where: str | os.PathLike | None = None) -> str:
+    """``PATH: reason`` for an OSError: ``where`` if given, else the path the OS named, else the reason alone."""
+    path = where if where is not None else exc.filename
+    reason = os_reason(exc)
+    if path is None:
+        return reason
+    path = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
+    if exc.filename2 is not None and where is None:
+        return f"{path} -> {os.fsdecode(exc.filename2)}: {reason}"
+    return f"{path}: {reason}"
+

@@ -31,7 +31,7 @@ from .base import UnitWriter
 from .locks import FolderLock
 from .records import check_record_path
 from .side_files import read_json_object
-from .staging import OutputError, replace_into, stage_beside
+from .staging import OutputError, close_quietly, replace_into, stage_beside, staged_name, writing
 
 FOLDER_FORMAT = "audiotok-units"  # meta.json "format" of an npy units folder
 FOLDER_VERSION = 1
@@ -58,11 +58,12 @@ class NpyShardWriter(UnitWriter):
         self.dtype = unit_dtype(self.k)
         self._staged = stage_beside(self._target, folder=True)
         try:
-            self._index = open(self._staged / "index.tsv", "w", encoding="utf-8")
+            with writing(self._target):
+                self._index = open(self._staged / "index.tsv", "w", encoding="utf-8")
+                self._index.write("\t".join(INDEX_COLUMNS) + "\n")
         except BaseException:
             shutil.rmtree(self._staged, ignore_errors=True)
             raise
-        self._index.write("\t".join(INDEX_COLUMNS) + "\n")
         self._units: list[np.ndarray] = []
         self._durations: list[np.ndarray] = []
         self._shard, self._offset, self._files, self._total = 0, 0, 0, 0
@@ -77,12 +78,13 @@ class NpyShardWriter(UnitWriter):
             units, durations = dedup_units(units)
             self._durations.append(durations.astype(np.uint32))
         self._units.append(units.astype(self.dtype))
-        self._index.write(f"{path}\t{self._shard}\t{self._offset}\t{len(units)}\t{frames}\n")
-        self._offset += len(units)
-        self._files += 1
-        self._total += len(units)
-        if self._offset >= self.shard_units:
-            self._flush_shard()
+        with writing(self._target):
+            self._index.write(f"{path}\t{self._shard}\t{self._offset}\t{len(units)}\t{frames}\n")
+            self._offset += len(units)
+            self._files += 1
+            self._total += len(units)
+            if self._offset >= self.shard_units:
+                self._flush_shard()
 
     def _flush_shard(self) -> None:
         np.save(self._staged / f"units-{self._shard:05d}.npy", np.concatenate(self._units).astype(self.dtype))
@@ -93,19 +95,20 @@ class NpyShardWriter(UnitWriter):
         self._shard, self._offset = self._shard + 1, 0
 
     def close(self) -> None:
-        if self._units:
-            self._flush_shard()
-        self._index.close()
-        meta = {"format": FOLDER_FORMAT, "version": FOLDER_VERSION, "k": self.k, "dtype": self.dtype.name,
-                "dedup": self.dedup, "files": self._files, "units": self._total, "shards": self._shard,
-                "frame_seconds": FRAME_SECONDS}
-        (self._staged / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        with writing(self._target):
+            if self._units:
+                self._flush_shard()
+            self._index.close()
+            meta = {"format": FOLDER_FORMAT, "version": FOLDER_VERSION, "k": self.k, "dtype": self.dtype.name,
+                    "dedup": self.dedup, "files": self._files, "units": self._total, "shards": self._shard,
+                    "frame_seconds": FRAME_SECONDS}
+            (self._staged / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         try:
             with FolderLock(self._target.parent):  # two runs committing to one folder take turns
                 check_replaceable_folder(self._target)  # again: it may have changed during the run
                 old = None
                 if os.path.lexists(self._target):  # a previous units folder (or an empty one): swap it out
-                    old = self._target.with_name(f".{self._target.name}.old-{os.getpid()}")
+                    old = self._target.with_name(staged_name(self._target, f"old-{os.getpid()}"))
                     replace_into(self._target, old)
                 try:
                     replace_into(self._staged, self._target)
@@ -120,7 +123,7 @@ class NpyShardWriter(UnitWriter):
             remove_units_folder(old)
 
     def abort(self) -> None:
-        self._index.close()
+        close_quietly(self._index)
         shutil.rmtree(self._staged, ignore_errors=True)  # the staging folder: audiotok made all of it
 
 
