@@ -12,7 +12,7 @@ import os
 import onnxruntime as ort
 
 from .constants import MANIFEST_KEY
-from .errors import BundleError
+from .errors import BundleError, SettingsError
 from .file_kind import require_regular_file
 from .log import log
 from .manifest import Manifest
@@ -59,6 +59,28 @@ def resolve_providers(requested: list[str] | str | None) -> list[str]:
     return chosen
 
 
+THREADS_PER_CORE = 4  # threads (or local workers) beyond this many per core add memory, never speed
+
+
+def thread_limit() -> int:
+    """The most intra-op threads a session (or local worker processes a corpus run) may ask for: 4 per core.
+
+    Each onnxruntime thread reserves its own stack and scratch memory: 100000 threads took 16 GB
+    before anything else failed.
+    """
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
+def check_threads(threads: object, option: str = "threads") -> int | None:
+    """``threads`` as an int in 1..thread_limit() (None: onnxruntime's default), else a SettingsError."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= thread_limit():
+        raise SettingsError(f"{option} must be an integer in 1..{thread_limit()} ({THREADS_PER_CORE} per core of "
+                            f"this machine), got {threads!r}")
+    return threads
+
+
 def session_options(threads: int | None = None) -> ort.SessionOptions:
     """How every audiotok session runs: all graph optimizations, errors-only logging, ``threads`` intra-op.
 
@@ -71,6 +93,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: ORT's warnings are not the user's problem
     options.enable_mem_pattern = False
+    threads = check_threads(threads)
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
