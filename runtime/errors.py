@@ -25,6 +25,11 @@ class SettingsError(AudiotokError):
     """Options that cannot work together."""
 
 
+class SamplesError(SettingsError, AudioError, ValueError):
+    """An argument of the Python API that no audio can have (a fractional or absurd sample rate, an axis
+    of size zero): a ValueError for Python callers, and still one AudiotokError line in the CLI."""
+
+
 def one_line(text: str) -> str:
     """``text`` with control and line-break characters escaped, so a message stays one line."""
     return "".join(repr(c)[1:-1] if is_line_break(c) else c for c in text)

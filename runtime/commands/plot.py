@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="an audiotok .onnx bundle")
     parser.add_argument("audio", help="one audio file")
     parser.add_argument("-o", "--output", required=True, help="image to write (.png, .svg or .pdf)")
-    parser.add_argument("--start", type=number("--start", low=0), default=0.0, help="first second drawn")
-    parser.add_argument("--seconds", type=number("--seconds", low=0, low_open=True),
+    parser.add_argument("--start", type=number("--start"), default=0.0, help="first second drawn")
+    parser.add_argument("--seconds", type=number("--seconds"),
                         default=None, help="seconds drawn (None: to the end of the file)")
     parser.add_argument("--width", type=integer("--width", low=16, high=MAX_PIXELS),
                         default=1600, help="image width in pixels")

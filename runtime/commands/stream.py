@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'mean' mixes all channels, N takes channel N alone (0 is the first; audioTokenizer "
                              "takes 0) (when not given: the bundle's, 'mean' unless exported otherwise)")
     parser.add_argument("--f32le", action="store_true", help="stdin PCM is 32-bit float, not signed 16-bit")
-    parser.add_argument("--seconds", type=number("--seconds", low=0, low_open=True),
+    parser.add_argument("--seconds", type=number("--seconds"),
                         default=None, help="stop after this much audio (when not given: at end of input or Ctrl-C)")
     parser.add_argument("--chunk-ms", type=number("--chunk-ms"), default=DEFAULT_CHUNK_MS,
                         help="frames emitted per window, in ms (a multiple of 20)")
