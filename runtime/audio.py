@@ -166,7 +166,7 @@ def open_audio(path: str | os.PathLike) -> sf.SoundFile:
     noise = Captured()
     try:
         with captured_stderr() as noise:
-            f = sf.SoundFile(str(p))
+            f = sf.SoundFile(os.fsencode(p))  # bytes: a name that is not UTF-8 opens too
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         if _BAD_FORMAT_FIELDS in str(exc):  # audiotok's range, not libsndfile's internal words
             raise AudioError(f"{p}: {_header_claims(*(riff_format(p) or (None, None)))}") from None

@@ -116,7 +116,7 @@ def expected_frames(path: str) -> int:
         return 0
     try:
         with captured_stderr():  # a broken mp3's decoder notes; extraction reports the file
-            info = sf.info(path)
+            info = sf.info(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, OSError):
         return 0
     return frame_count(round(info.frames * SAMPLE_RATE / info.samplerate)) if info.samplerate > 0 else 0

@@ -37,7 +37,8 @@ class LineWriter(UnitWriter):
                 raise
 
     def write(self, path: str, units: np.ndarray, offset: int | None = None) -> None:
-        check_record_path(Path(path).stem if self.fmt == "fairseq" else path, self.fmt)
+        if self.fmt != "jsonl":  # jsonl escapes every name (see records.py), on stdout as in a file
+            check_record_path(Path(path).stem if self.fmt == "fairseq" else path, self.fmt)
         if self.fmt == "fairseq":
             stem = Path(path).stem
             if "|" in stem:
