@@ -14,8 +14,10 @@ import onnxruntime as ort
 from .constants import MANIFEST_KEY
 from .errors import BundleError, SettingsError
 from .file_kind import require_regular_file
+from .graph_rules import check_graph_rules
 from .log import log
 from .manifest import Manifest
+from .memory_limit import apply_memory_limit
 from .native_stderr import Captured, captured_stderr, library_message
 from .onnx_external import describe_external_data
 
@@ -113,11 +115,14 @@ def open_session(bundle: str | os.PathLike, *, providers: list[str] | str | None
                  threads: int | None = None) -> tuple[ort.InferenceSession, Manifest]:
     path = require_regular_file(bundle, BundleError, what="an ONNX bundle")  # a FIFO would block the load
     require_self_contained(path)
+    check_graph_rules(path)
     chosen = resolve_providers(providers)
+    options = session_options(threads)
+    apply_memory_limit(options, path.stat().st_size)
     noise = Captured()
     try:
         with captured_stderr() as noise:  # onnxruntime logs load failures to fd 2 before raising
-            session = ort.InferenceSession(str(path), session_options(threads), providers=chosen)
+            session = ort.InferenceSession(str(path), options, providers=chosen)
     except Exception as exc:  # onnxruntime raises several private exception types here
         detail = library_message(exc, noise, limit=160)
         raise BundleError(f"{path}: not a valid ONNX model, or a truncated one ({detail})") from None
