@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from .errors import BundleError
 from .onnx_tensors import MODEL_GRAPH, WIRE_LEN, _fields
 
-REFUSED_OPS = {"Loop": "a loop", "Scan": "a scan (a loop over a tensor)"}
+TOO_DEEP = "Subgraph"  # stands for nesting past MAX_DEPTH in a refusal
+REFUSED_OPS = {"Loop": "a loop", "Scan": "a scan (a loop over a tensor)",
+               TOO_DEEP: "nested deeper than the 16 levels audiotok reads"}
 ONNX_DOMAINS = ("", "ai.onnx")
 MODEL_FUNCTIONS, FUNCTION_NODE, GRAPH_NODE = 25, 7, 1
 NODE_NAME, NODE_OP_TYPE, NODE_ATTRIBUTE, NODE_DOMAIN = 3, 4, 5, 7
@@ -47,7 +49,8 @@ def _text(value: object) -> str:
 def _nodes(graph: memoryview, node_field: int, where: str, depth: int) -> Iterator[NodeRef]:
     """Every node of ``graph`` and, depth first, of the subgraphs its attributes hold."""
     if depth > MAX_DEPTH:
-        raise BundleError(f"subgraphs nested deeper than {MAX_DEPTH} in {where}")
+        yield NodeRef("", TOO_DEEP, "", where)  # refused like a loop: what lies deeper is not read
+        return
     position = 0
     for number, wire, node in _fields(graph):
         if number != node_field or wire != WIRE_LEN:
@@ -91,17 +94,25 @@ def check_graph_rules(path: str | os.PathLike) -> None:
         except ValueError:
             return  # empty: onnxruntime's load says what is wrong
     try:
-        for node in every_node(memoryview(mapped)):
-            if node.op_type in REFUSED_OPS and node.domain in ONNX_DOMAINS:
-                raise BundleError(f"{path}: {node.op_type} node {node.name!r} in {node.where} is "
-                                  f"{REFUSED_OPS[node.op_type]}, which a unit graph never needs and which can run "
-                                  "for ever; refused before it runs")
-    except BundleError as exc:
-        if str(exc).startswith(f"{path}: "):
-            raise
-        raise BundleError(f"{path}: {exc}") from None
+        refused = _first_refused(memoryview(mapped))
     finally:
         try:
             mapped.close()
         except BufferError:  # an exception still references a view into the map; collection closes it
             pass
+    if refused is not None:
+        raise BundleError(f"{path}: {refused.op_type} node {refused.name!r} in {refused.where} is "
+                          f"{REFUSED_OPS[refused.op_type]}, which a unit graph never needs and which can run "
+                          "for ever; refused before it runs")
+
+
+def _first_refused(model: memoryview) -> NodeRef | None:
+    """The first refused node, or None; a file that is not a readable protobuf is left to onnxruntime's
+    load, which says what is wrong with it in its own words."""
+    try:
+        for node in every_node(model):
+            if node.op_type in REFUSED_OPS and node.domain in ONNX_DOMAINS:
+                return node  # TOO_DEEP comes with domain ""
+    except BundleError:
+        return None
+    return None
