@@ -17,7 +17,7 @@ from .file_kind import require_regular_file
 from .graph_rules import check_graph_rules
 from .log import log
 from .manifest import Manifest
-from .memory_limit import apply_memory_limit
+from .memory_limit import bounded_arena, limit_mb, remember_limit
 from .native_stderr import Captured, captured_stderr, library_message
 from .onnx_external import describe_external_data
 
@@ -111,21 +111,28 @@ def require_self_contained(path: str | os.PathLike) -> None:
                           "and nothing beside it is read")
 
 
+DEFAULT_RUN_FRAMES = 1500  # a 30 s window: the longest run of the default window policy
+
+
 def open_session(bundle: str | os.PathLike, *, providers: list[str] | str | None = None,
-                 threads: int | None = None) -> tuple[ort.InferenceSession, Manifest]:
+                 threads: int | None = None,
+                 run_frames: int = DEFAULT_RUN_FRAMES) -> tuple[ort.InferenceSession, Manifest]:
+    """The bundle's session and manifest; ``run_frames``, the longest run it will get, sizes its memory
+    limit (see :mod:`memory_limit`)."""
     path = require_regular_file(bundle, BundleError, what="an ONNX bundle")  # a FIFO would block the load
     require_self_contained(path)
     check_graph_rules(path)
     chosen = resolve_providers(providers)
     options = session_options(threads)
-    apply_memory_limit(options, path.stat().st_size)
+    limit = limit_mb(path.stat().st_size, run_frames)
     noise = Captured()
     try:
-        with captured_stderr() as noise:  # onnxruntime logs load failures to fd 2 before raising
+        with captured_stderr() as noise, bounded_arena(options, limit):  # ORT logs load failures to fd 2
             session = ort.InferenceSession(str(path), options, providers=chosen)
     except Exception as exc:  # onnxruntime raises several private exception types here
         detail = library_message(exc, noise, limit=160)
         raise BundleError(f"{path}: not a valid ONNX model, or a truncated one ({detail})") from None
+    remember_limit(session, limit)
     metadata = session.get_modelmeta().custom_metadata_map
     if MANIFEST_KEY not in metadata:
         raise BundleError(f"{path}: an ONNX model, but not an audiotok bundle (no '{MANIFEST_KEY}' manifest)")

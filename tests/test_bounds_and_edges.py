@@ -150,14 +150,20 @@ def test_an_expand_to_gigabytes_is_stopped_by_the_memory_limit(tmp_path, wav):
     bundle = unit_bundle(tmp_path / "inflate.onnx", expand_to(2048), "big")
     assert bundle.stat().st_size < 2048
     result = run_cli("tokenize", bundle, wav)
+    # README's rule: 1 GiB + 4 x the bundle (1 KB: 1 MiB) + 256 bytes per squared frame of a 30 s window
+    limit = 1024 + 4 * 1 + -(-256 * 1500 * 1500 // 2**20)
     error_line(result, str(bundle), "Expand node 'inflate' asked for 2,048 MiB at run time",
-               "memory limit of 1,028 MiB", "AUDIOTOK_MAX_MEMORY_MB")
+               f"memory limit of {limit:,} MiB", "AUDIOTOK_MAX_MEMORY_MB")
     raised = run_cli("tokenize", bundle, wav, env={"AUDIOTOK_MAX_MEMORY_MB": "512"})
     error_line(raised, "memory limit of 512 MiB")
 
 
 def test_the_memory_limit_can_be_raised_for_a_trusted_bundle(tmp_path, wav):
     bundle = unit_bundle(tmp_path / "inflate.onnx", expand_to(256), "big")  # fine under the default limit
+    # a longer one-pass limit raises the default with the square of the pass (60 s: 3000 frames)
+    large = unit_bundle(tmp_path / "large.onnx", expand_to(4096), "big")
+    limit = 1024 + 4 * 1 + -(-256 * 3000 * 3000 // 2**20)
+    error_line(run_cli("tokenize", large, wav, "--max-pass-seconds", "60"), f"memory limit of {limit:,} MiB")
     assert run_cli("tokenize", bundle, wav).stdout.decode() == expected_line(wav)
     error_line(run_cli("tokenize", bundle, wav, env={"AUDIOTOK_MAX_MEMORY_MB": "128"}), "memory limit of 128 MiB")
     error_line(run_cli("tokenize", bundle, wav, env={"AUDIOTOK_MAX_MEMORY_MB": "lots"}),
