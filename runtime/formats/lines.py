@@ -60,12 +60,16 @@ class LineWriter(UnitWriter):
         return "stdout" if self._target is None else self._target
 
     def close(self) -> None:
-        with writing(self._where):
-            if self._staged is None:
-                self._stream.flush()
-                return
-            self._stream.close()
-        replace_into(self._staged, self._target)
+        try:
+            with writing(self._where):
+                if self._staged is None:
+                    self._stream.flush()
+                    return
+                self._stream.close()
+            replace_into(self._staged, self._target)
+        except BaseException:
+            self.abort()  # also when close is called outside a with block
+            raise
 
     def abort(self) -> None:
         if self._staged is not None:
