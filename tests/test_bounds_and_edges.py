@@ -223,7 +223,7 @@ def test_tokenize_numbers_out_of_bounds_are_one_line(tmp_path, wav, capsys, args
     (["stream", "B", "--threads", "100000"], "--threads must be at most"),
     (["bench", "B", "--seconds", "nan"], "--seconds must be a finite number"),
     (["bench", "B", "--threads", "1", "100000"], "--threads must be at most"),
-    (["evaluate", "B", "x", "--seed", "-1"], "--seed must be at least 0"),
+    (["evaluate", "B", "x", "--seed", "1e400"], "--seed must be an integer, got '1e400'"),
     (["train", "x", "--k", "1e400", "-o", "c.npy"], "--k must be an integer, got '1e400'"),
     (["train", "x", "--k", "16", "-o", "c.npy", "--max-hours", "inf"], "--max-hours must be a finite number"),
     (["train", "x", "--k", "16", "-o", "c.npy", "--percent", "nan"], "--percent must be a finite number"),

@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure UED under a perturbation (repeatable): noise:DB, speed:F, gain:DB, "
                              "shift:SAMPLES, reverb:RT60")
     parser.add_argument("--noise-dir", default=None, help="recorded noise files for noise perturbations")
-    parser.add_argument("--seed", type=integer("--seed", low=0, high=SEED_MAX),
+    parser.add_argument("--seed", type=integer("--seed", high=SEED_MAX),
                         default=0, help="seed for the perturbations (default: 0)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object instead of a table")
     parser.add_argument("-o", "--output", default=None, help="also write the JSON report to this file")
