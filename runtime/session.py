@@ -8,6 +8,7 @@ because a tokenizer that refuses to start is worse than a slower one.
 from __future__ import annotations
 
 import os
+from numbers import Integral
 
 import onnxruntime as ort
 
@@ -77,10 +78,10 @@ def check_threads(threads: object, option: str = "threads") -> int | None:
     """``threads`` as an int in 1..thread_limit() (None: onnxruntime's default), else a SettingsError."""
     if threads is None:
         return None
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= thread_limit():
+    if isinstance(threads, bool) or not isinstance(threads, Integral) or not 1 <= threads <= thread_limit():
         raise SettingsError(f"{option} must be an integer in 1..{thread_limit()} ({THREADS_PER_CORE} per core of "
                             f"this machine), got {threads!r}")
-    return threads
+    return int(threads)
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
