@@ -43,8 +43,8 @@ def limit_mb(bundle_bytes: int, run_frames: int) -> int:
     """The limit for a bundle of ``bundle_bytes`` run on up to ``run_frames`` frames at once."""
     text = os.environ.get(MEMORY_ENV)
     if text is None or not text.strip():
-        return (BASE_MB + WEIGHT_FACTOR * -(-bundle_bytes // MIB)
-                + -(-BYTES_PER_SQUARED_FRAME * run_frames * run_frames // MIB))
+        return min(MAX_MB, BASE_MB + WEIGHT_FACTOR * -(-bundle_bytes // MIB)
+                   + -(-BYTES_PER_SQUARED_FRAME * run_frames * run_frames // MIB))
     if not (text.strip().isascii() and text.strip().isdigit()) or not 1 <= int(text) <= MAX_MB:
         raise SettingsError(f"{MEMORY_ENV} must be a whole number of MiB in 1..{MAX_MB}, got {text[:40]!r}")
     return int(text)

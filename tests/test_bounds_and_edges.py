@@ -133,6 +133,13 @@ def test_a_plain_unit_graph_still_tokenizes(tmp_path, wav):
     assert result.stdout.decode() == expected_line(wav)
 
 
+@pytest.mark.parametrize("seconds", ["100000", "1e300"])
+def test_a_huge_one_pass_limit_is_a_legal_setting(tmp_path, wav, capsys, seconds):
+    """The memory ceiling grows with the pass but stays a number onnxruntime takes (at most 16 TiB)."""
+    bundle = unit_bundle(tmp_path / "plain.onnx")
+    assert run_in_process(capsys, "tokenize", bundle, wav, "--max-pass-seconds", seconds) == (0, expected_line(wav), "")
+
+
 @pytest.mark.parametrize("build,needle", [
     (lambda: (endless_loop(), "spun"), "Loop node 'spin' in the graph is a loop"),
     (lambda: (loop_in_if_branch(), "branch"), "Loop node 'spin' in a subgraph of If node 'choose' is a loop"),
