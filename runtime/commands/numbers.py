@@ -26,12 +26,15 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "...")
 
 
-def _bounded(option: str, value: float, low: float | None, high: float | None, why: str, text: str,
-             low_open: bool = False) -> None:
-    if low is not None and (value <= low if low_open else value < low):
-        raise SettingsError(f"{option} must be {'above' if low_open else 'at least'} {low:g}, got {_shown(text)}")
+def _plain(bound: float) -> str:
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
+def _bounded(option: str, value: float, low: float | None, high: float | None, why: str, text: str) -> None:
+    if low is not None and value < low:
+        raise SettingsError(f"{option} must be at least {_plain(low)}, got {_shown(text)}")
     if high is not None and value > high:
-        raise SettingsError(f"{option} must be at most {high:g}{why}, got {_shown(text)}")
+        raise SettingsError(f"{option} must be at most {_plain(high)}{why}, got {_shown(text)}")
 
 
 def integer(option: str, *, low: int | None = None, high: int | None = INT_CEILING,
@@ -53,9 +56,9 @@ def integer(option: str, *, low: int | None = None, high: int | None = INT_CEILI
     return parse
 
 
-def number(option: str, *, low: float | None = None, high: float | None = FLOAT_CEILING, low_open: bool = False,
+def number(option: str, *, low: float | None = None, high: float | None = FLOAT_CEILING,
            why: str = "") -> Callable[[str], float]:
-    """An argparse ``type`` for a finite real option within ``low..high`` (``low_open``: above ``low``)."""
+    """An argparse ``type`` for a finite real option within ``low..high`` (the command checks finer ranges)."""
 
     def parse(text: str) -> float:
         try:
@@ -64,7 +67,7 @@ def number(option: str, *, low: float | None = None, high: float | None = FLOAT_
             raise SettingsError(f"{option} must be a number, got {_shown(text)}") from None
         if not math.isfinite(value):
             raise SettingsError(f"{option} must be a finite number, got {_shown(text)}")
-        _bounded(option, value, low, high, why, text, low_open)
+        _bounded(option, value, low, high, why, text)
         return value
 
     return parse
