@@ -36,6 +36,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from audiotok.models.huggingface import NORMALIZE_CHOICES
+from audiotok.runtime.commands.numbers import MAX_LAYER, integer, number
 from audiotok.runtime.commands.options import add_provider_argument
 from audiotok.models.vocabulary_sidecar import sidecar_path
 from audiotok.runtime.formats.collisions import Place, check_apart, input_places
@@ -49,7 +50,7 @@ from .bundle import DEFAULT_MIN_AGREEMENT, ExportConfig, export_bundle
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="logmel",
                         help="the encoder the centroids were fitted with: 'logmel', a hub id or a local folder")
-    parser.add_argument("--layer", type=int, default=None,
+    parser.add_argument("--layer", type=integer("--layer", low=0, high=MAX_LAYER), default=None,
                         help="hidden_states index (default: the layer recorded beside the centroids, else 6)")
     parser.add_argument("--centroids", required=True, help="centroids: .npy from `audiotok train`, or .npy/.pt/km.bin (scikit-learn pickle)/faiss index")
     parser.add_argument("-o", "--output", required=True, help="bundle to write (.onnx)")
@@ -58,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalize", choices=NORMALIZE_CHOICES, default="auto",
                         help="waveform normalization; auto reads the checkpoint's feature extractor")
     defaults = ", ".join(f"{p} {v}" for p, v in DEFAULT_MIN_AGREEMENT.items())
-    parser.add_argument("--min-agreement", type=float, default=None,
+    parser.add_argument("--min-agreement", type=number("--min-agreement"), default=None,
                         help=f"refuse the bundle if its units equal torch's on fewer frames than this fraction "
                              f"(default per precision: {defaults})")
     parser.add_argument("--audio", nargs="+", default=[],

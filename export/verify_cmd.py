@@ -26,6 +26,7 @@ import torch
 
 from audiotok.models import BUILTIN, load_encoder
 from audiotok.models.features import FeatureExtractor
+from audiotok.runtime.commands.numbers import number, threads
 from audiotok.runtime.audio import file_blocks
 from audiotok.runtime.bundle_centroids import centroids_sha256, extract_centroids
 from audiotok.runtime.commands.options import add_provider_argument
@@ -58,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--centroids", default=None,
                         help="centroids .npy (default: read back from the bundle and checked against its manifest)")
     add_provider_argument(parser, " to run the bundle on")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: onnxruntime's)")
-    parser.add_argument("--min-agreement", type=float, default=None,
+    parser.add_argument("--threads", type=threads(), default=None, help="intra-op threads (default: onnxruntime's)")
+    parser.add_argument("--min-agreement", type=number("--min-agreement"), default=None,
                         help="exit with status 1 if the total agreement is below this fraction")
     parser.add_argument("--max-pass-seconds", default="auto", metavar="S",
                         help="files up to S seconds run in one pass on both sides; auto: as long as memory allows")

@@ -7,15 +7,17 @@ resampled with soxr's streaming resampler, which keeps memory flat for hour-long
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
+from numbers import Integral, Real
 
 import numpy as np
 import soundfile as sf
 import soxr
 
 from .constants import SAMPLE_RATE
-from .errors import AudioError
+from .errors import AudioError, SamplesError
 from .preprocess import CHANNEL_MEAN
 from .file_kind import PIPED_AUDIO_HINT, require_regular_file
 from .native_stderr import Captured, captured_stderr
@@ -27,6 +29,31 @@ MIN_SAMPLE_RATE = 1_000  # Hz; below this resampling to 16 kHz would multiply th
 MAX_SAMPLE_RATE = 768_000  # Hz; the highest rate audio interfaces offer
 REFUSED = "the whole file is refused (no units from part of a file)"  # tokenize's rule for a file that breaks off
 _MISLEADING = "possibly a pipe"  # libsndfile's reason for data it cannot parse; the path was checked with stat
+_BAD_FORMAT_FIELDS = "SF_INFO struct incomplete"  # libsndfile's words for a header rate/channels <= 0 as int32
+HEADER_BYTES = 4096  # bytes of a RIFF header searched for its fmt chunk
+
+
+def check_sample_rate(rate: object, name: str = "sample_rate") -> int:
+    """``rate`` as an int of Hz in MIN_SAMPLE_RATE..MAX_SAMPLE_RATE, else a SamplesError naming ``name``.
+
+    A whole-valued float (16000.0) is taken; 16000.5 is refused rather than truncated, since every
+    later frame would sit at the wrong time.
+    """
+    if isinstance(rate, bool) or not isinstance(rate, Real) or (
+            not isinstance(rate, Integral) and not (math.isfinite(rate) and float(rate).is_integer())):
+        rate_ok = False
+    else:
+        rate_ok = MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE
+    if not rate_ok:
+        raise SamplesError(f"{name} must be a positive whole number of Hz, got {rate!r} (audiotok reads "
+                           f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz)")
+    return int(rate)
+
+
+def check_not_empty(samples: np.ndarray, name: str = "samples") -> None:
+    """Refuse an array with an axis of size zero ((0,), (0, 2), (2, 0)): it holds no audio to tokenize."""
+    if 0 in np.shape(samples):
+        raise SamplesError(f"{name} shaped {np.shape(samples)} has an axis of size zero: no audio to tokenize")
 
 
 def pick_channel(block: np.ndarray, channel: int | str, *, source: str) -> np.ndarray:
@@ -44,7 +71,9 @@ def to_mono_float32(samples: np.ndarray, *, source: str = "samples", channel: in
     """Mix (or pick one channel of) ``(n,)`` or ``(n, channels)`` float or integer PCM to mono float32 in [-1, 1]."""
     arr = np.asarray(samples)
     if arr.ndim not in (1, 2):
-        raise AudioError(f"{source}: expected samples shaped (n,) or (n, channels), got {arr.shape}")
+        raise SamplesError(f"{source}: expected samples shaped (n,) or (n, channels), got {arr.shape}")
+    if arr.ndim == 2 and arr.shape[1] == 0:
+        raise SamplesError(f"{source}: samples shaped {arr.shape} have no channels (give (n,) or (n, channels))")
     if np.issubdtype(arr.dtype, np.integer):
         scale = float(2 ** (8 * arr.dtype.itemsize - 1))
         offset = scale if np.issubdtype(arr.dtype, np.unsignedinteger) else 0.0
@@ -67,9 +96,7 @@ class Resampler:
     """soxr's streaming resampler to 16 kHz; a pass-through when the rate already matches."""
 
     def __init__(self, in_rate: int) -> None:
-        if in_rate <= 0:
-            raise AudioError(f"sample rate must be positive, got {in_rate}")
-        self.in_rate = int(in_rate)
+        self.in_rate = check_sample_rate(in_rate)
         self._stream = (
             None if self.in_rate == SAMPLE_RATE
             else soxr.ResampleStream(self.in_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
@@ -83,7 +110,9 @@ class Resampler:
 
 def array_blocks(samples: np.ndarray, sample_rate: int, *, source: str = "samples",
                  block_samples: int | None = None, channel: int | str = CHANNEL_MEAN) -> Iterator[np.ndarray]:
-    """Yield 16 kHz mono float32 blocks from an in-memory array."""
+    """Yield 16 kHz mono float32 blocks from an in-memory array (a bad rate or an empty axis: SamplesError)."""
+    sample_rate = check_sample_rate(sample_rate)
+    check_not_empty(samples, source)
     mono = to_mono_float32(samples, source=source, channel=channel)
     check_finite(mono, source=source, offset=0, rate=sample_rate)
     resample = Resampler(sample_rate)
@@ -103,6 +132,31 @@ def library_reason(exc: Exception, noise: Captured) -> str:
     return f"{reason}; decoder: {printed}" if printed else reason
 
 
+def _header_claims(rate: int | None, channels: int | None) -> str:
+    said = f"{rate} Hz and {channels} channel(s)" if rate is not None else "a sample rate or channel count"
+    return (f"header claims {said}; audiotok reads {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz with at least one "
+            "channel")
+
+
+def riff_format(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(sample rate, channels) from a RIFF/RF64 WAVE header's fmt chunk, read without libsndfile (which
+    refuses a rate above 2**31 - 1 with an internal message); None when the header is not one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER_BYTES)
+    except OSError:
+        return None
+    if head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        return None
+    at = 12
+    while at + 8 <= len(head):
+        size = int.from_bytes(head[at + 4:at + 8], "little")
+        if head[at:at + 4] == b"fmt " and at + 16 <= len(head):
+            return int.from_bytes(head[at + 12:at + 16], "little"), int.from_bytes(head[at + 10:at + 12], "little")
+        at += 8 + size + (size & 1)
+    return None
+
+
 def open_audio(path: str | os.PathLike) -> sf.SoundFile:
     """Open an audio file, turning every way it can fail into one clear :class:`AudioError`.
 
@@ -112,15 +166,16 @@ def open_audio(path: str | os.PathLike) -> sf.SoundFile:
     noise = Captured()
     try:
         with captured_stderr() as noise:
-            f = sf.SoundFile(str(p))
+            f = sf.SoundFile(os.fsencode(p))  # bytes: a name that is not UTF-8 opens too
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        if _BAD_FORMAT_FIELDS in str(exc):  # audiotok's range, not libsndfile's internal words
+            raise AudioError(f"{p}: {_header_claims(*(riff_format(p) or (None, None)))}") from None
         raise AudioError(f"{p}: not a readable audio file ({library_reason(exc, noise)})") from None
     except OSError as exc:  # permission denied, an I/O error on the disk
         raise AudioError(f"{p}: cannot read ({exc.strerror or exc})") from None
     if not MIN_SAMPLE_RATE <= f.samplerate <= MAX_SAMPLE_RATE or f.channels < 1:
         f.close()
-        raise AudioError(f"{p}: header claims {f.samplerate} Hz and {f.channels} channel(s); audiotok reads "
-                         f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz with at least one channel")
+        raise AudioError(f"{p}: {_header_claims(f.samplerate, f.channels)}")
     return f
 
 

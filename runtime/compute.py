@@ -33,7 +33,10 @@ import onnxruntime as ort
 
 from .constants import FRAME_MS, SAMPLE_RATE, frame_count, samples_for_frames
 from .errors import BundleError
+from .graph_rules import check_graph_rules
+from .interrupt import stoppable
 from .manifest import Manifest
+from .memory_limit import bounded_arena, limit_mb, memory_message, remember_limit
 from .onnx_nodes import Node, read_graph
 from .session import INPUT_NAME, OUTPUT_NAME, require_self_contained, session_options
 from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS
@@ -150,19 +153,28 @@ def complete_shapes(shapes: NodeShapes, node: Node | None, constant_dims: dict[s
 def profile_shapes(bundle: str | os.PathLike, frames: tuple[int, ...]) -> list[dict[str, NodeShapes]]:
     """Run the bundle once per frame count with the profiler on; each node's shapes, per run."""
     require_self_contained(bundle)
+    check_graph_rules(bundle)
     options = session_options(1)
+    limit = limit_mb(os.path.getsize(bundle), max(frames))
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.enable_profiling = True
     rng = np.random.default_rng(PROBE_SEED)
     with tempfile.TemporaryDirectory(prefix="audiotok-compute-") as tmp:
         options.profile_file_prefix = str(Path(tmp) / "profile")
+        session = None
         try:
-            session = ort.InferenceSession(str(bundle), options, providers=["CPUExecutionProvider"])
+            with bounded_arena(options, limit):
+                session = ort.InferenceSession(str(bundle), options, providers=["CPUExecutionProvider"])
+            remember_limit(session, limit)
             for count in frames:
                 audio = (0.1 * rng.standard_normal(samples_for_frames(count))).astype(np.float32)
-                session.run([OUTPUT_NAME], {INPUT_NAME: audio[None, :]})
+                with stoppable() as run_options:  # Ctrl-C/SIGTERM stop the run at once
+                    session.run([OUTPUT_NAME], {INPUT_NAME: audio[None, :]}, run_options)
             profile = Path(session.end_profiling())
         except Exception as exc:  # onnxruntime raises several private exception types
+            too_big = memory_message(str(exc), session)
+            if too_big is not None:
+                raise BundleError(f"{bundle}: {too_big}") from None
             detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise BundleError(f"{bundle}: could not run the bundle to count its compute ({detail})") from None
         events = json.loads((profile if profile.is_absolute() else Path(tmp) / profile.name).read_text())

@@ -8,14 +8,17 @@ because a tokenizer that refuses to start is worse than a slower one.
 from __future__ import annotations
 
 import os
+from numbers import Integral
 
 import onnxruntime as ort
 
 from .constants import MANIFEST_KEY
-from .errors import BundleError
+from .errors import BundleError, SettingsError
 from .file_kind import require_regular_file
+from .graph_rules import check_graph_rules
 from .log import log
 from .manifest import Manifest
+from .memory_limit import bounded_arena, limit_mb, remember_limit
 from .native_stderr import Captured, captured_stderr, library_message
 from .onnx_external import describe_external_data
 
@@ -59,6 +62,28 @@ def resolve_providers(requested: list[str] | str | None) -> list[str]:
     return chosen
 
 
+THREADS_PER_CORE = 4  # threads (or local workers) beyond this many per core add memory, never speed
+
+
+def thread_limit() -> int:
+    """The most intra-op threads a session (or local worker processes a corpus run) may ask for: 4 per core.
+
+    Each onnxruntime thread reserves its own stack and scratch memory: 100000 threads took 16 GB
+    before anything else failed.
+    """
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
+def check_threads(threads: object, option: str = "threads") -> int | None:
+    """``threads`` as an int in 1..thread_limit() (None: onnxruntime's default), else a SettingsError."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, Integral) or not 1 <= threads <= thread_limit():
+        raise SettingsError(f"{option} must be an integer in 1..{thread_limit()} ({THREADS_PER_CORE} per core of "
+                            f"this machine), got {threads!r}")
+    return int(threads)
+
+
 def session_options(threads: int | None = None) -> ort.SessionOptions:
     """How every audiotok session runs: all graph optimizations, errors-only logging, ``threads`` intra-op.
 
@@ -71,6 +96,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: ORT's warnings are not the user's problem
     options.enable_mem_pattern = False
+    threads = check_threads(threads)
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
@@ -86,18 +112,28 @@ def require_self_contained(path: str | os.PathLike) -> None:
                           "and nothing beside it is read")
 
 
+DEFAULT_RUN_FRAMES = 1500  # a 30 s window: the longest run of the default window policy
+
+
 def open_session(bundle: str | os.PathLike, *, providers: list[str] | str | None = None,
-                 threads: int | None = None) -> tuple[ort.InferenceSession, Manifest]:
+                 threads: int | None = None,
+                 run_frames: int = DEFAULT_RUN_FRAMES) -> tuple[ort.InferenceSession, Manifest]:
+    """The bundle's session and manifest; ``run_frames``, the longest run it will get, sizes its memory
+    limit (see :mod:`memory_limit`)."""
     path = require_regular_file(bundle, BundleError, what="an ONNX bundle")  # a FIFO would block the load
     require_self_contained(path)
+    check_graph_rules(path)
     chosen = resolve_providers(providers)
+    options = session_options(threads)
+    limit = limit_mb(path.stat().st_size, run_frames)
     noise = Captured()
     try:
-        with captured_stderr() as noise:  # onnxruntime logs load failures to fd 2 before raising
-            session = ort.InferenceSession(str(path), session_options(threads), providers=chosen)
+        with captured_stderr() as noise, bounded_arena(options, limit):  # ORT logs load failures to fd 2
+            session = ort.InferenceSession(str(path), options, providers=chosen)
     except Exception as exc:  # onnxruntime raises several private exception types here
         detail = library_message(exc, noise, limit=160)
         raise BundleError(f"{path}: not a valid ONNX model, or a truncated one ({detail})") from None
+    remember_limit(session, limit)
     metadata = session.get_modelmeta().custom_metadata_map
     if MANIFEST_KEY not in metadata:
         raise BundleError(f"{path}: an ONNX model, but not an audiotok bundle (no '{MANIFEST_KEY}' manifest)")

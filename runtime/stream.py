@@ -27,11 +27,11 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 
-from .audio import Resampler, check_finite, to_mono_float32
+from .audio import Resampler, check_finite, check_sample_rate, to_mono_float32
 from .constants import FRAME_MS, FRAME_SECONDS, HOP_SAMPLES, SAMPLE_RATE, frame_count
 from .errors import SettingsError
 from .preprocess import CHANNEL_MEAN, padded_length, parse_channel
@@ -82,9 +82,7 @@ class StreamSettings:
     def __post_init__(self) -> None:
         self.policy  # noqa: B018 - validates the three lengths
         parse_channel(self.channel)
-        rate = self.sample_rate
-        if isinstance(rate, bool) or not isinstance(rate, Integral) or rate <= 0:
-            raise SettingsError(f"sample rate must be a positive whole number of Hz, got {rate!r}")
+        check_sample_rate(self.sample_rate, "sample rate")
 
     @property
     def policy(self) -> WindowPolicy:

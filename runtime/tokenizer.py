@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from .audio import array_blocks, file_blocks
-from .constants import RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE, frame_count
+from .constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE, frame_count
 from .errors import AudioError, BundleError, SettingsError
+from .interrupt import stoppable
+from .memory_limit import memory_message
 from .native_stderr import Captured, captured_stderr, library_message
 from .preprocess import Preprocess, prepared_blocks
 from .session import INPUT_NAME, OUTPUT_NAME, open_session
@@ -57,7 +59,9 @@ class Tokenizer:
         if max_pass_seconds is not None:
             policy = replace(policy, one_pass_samples=one_pass_samples(max_pass_seconds))
         self.path = Path(bundle)
-        self.session, self.manifest = open_session(bundle, providers=providers, threads=threads)
+        longest = max(policy.one_pass_samples // HOP_SAMPLES,
+                      policy.chunk_frames + policy.context_frames + policy.lookahead_frames)
+        self.session, self.manifest = open_session(bundle, providers=providers, threads=threads, run_frames=longest)
         self.policy = policy
         self.preprocess = Preprocess(channel=self.manifest.channel if channel is None else channel,
                                      trim_db=trim_db, pad_last_frame=self.manifest.frame_rule == "pad")
@@ -81,9 +85,14 @@ class Tokenizer:
         """One session run with onnxruntime's own stderr lines captured: dropped, or the error's reason."""
         noise = Captured()
         try:
-            with captured_stderr() as noise:
-                return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+            # stoppable innermost: the signal's Python handler runs as the run ends, in stoppable's exit,
+            # so captured_stderr still gets to put fd 2 back
+            with captured_stderr() as noise, stoppable() as run_options:
+                return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch}, run_options)[0]
         except Exception as exc:  # onnxruntime's private exception types (a node failed, out of memory)
+            too_big = memory_message(str(exc), self.session)
+            if too_big is not None:
+                raise BundleError(f"{self.path}: {too_big}") from None
             raise BundleError(f"{self.path}: the graph failed on {batch.shape[1] / SAMPLE_RATE:.2f} s of audio "
                               f"({library_message(exc, noise)})") from None
 

@@ -132,7 +132,7 @@ def test_export_refuses_centroids_their_sidecar_does_not_name(run_folder, capsys
 
 def test_train_removes_what_a_killed_train_left_and_nothing_else(run_folder, trained, capsys):
     ours = {".km.npy.0123456789abcdef.tmp": (run_folder / "km.npy").read_bytes()[:100],  # cut short
-            ".km.json.0123456789abcdef.old": (run_folder / "km.json").read_bytes(),
+            ".km.json.old-0123456789abcdef.tmp": (run_folder / "km.json").read_bytes(),
             ".km.usage.png.fedcba9876543210.tmp": b""}  # staged, killed before a byte was written
     theirs = {".km.npy.1111111111111111.tmp": b"the user's notes", "km.npy.0123456789abcdef.tmp": b"\x93NUMPY",
               ".km.json.0123456789abcdef.tmpx": b'{\n  "encoder": {'}
@@ -163,7 +163,7 @@ def test_npy_removes_a_killed_runs_staging_and_hidden_folders(npy_run, capsys):
     folder, args = npy_run
     units = folder / "units"
     expected = contents(units)
-    shutil.copytree(units, folder / ".units.old-4242")  # killed after the swap, before the old one was removed
+    shutil.copytree(units, folder / ".units.old-4242.tmp")  # killed after the swap, before the old one was removed
     (folder / ".units.0123456789abcdef.tmp").mkdir()  # killed while writing shards
     (folder / ".units.0123456789abcdef.tmp" / "index.tsv").write_text("path\tshard\toffset\tlength\tframes\n")
     (folder / ".units.abcdefabcdefabcd.tmp").mkdir()  # not ours: holds a file a units folder never holds
@@ -177,7 +177,7 @@ def test_npy_removes_a_killed_runs_staging_and_hidden_folders(npy_run, capsys):
 def test_npy_puts_back_the_previous_folder_a_killed_swap_hid(npy_run, speech_dir, capsys):
     folder, args = npy_run
     expected = contents(folder / "units")
-    os.rename(folder / "units", folder / ".units.old-4242")  # killed between the two renames of the swap
+    os.rename(folder / "units", folder / ".units.old-4242.tmp")  # killed between the two renames of the swap
     bad = folder / "bad.wav"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")
     code, _, err = run_in_process(capsys, *args[:2], bad, *args[4:])  # this run fails: the old folder must stay

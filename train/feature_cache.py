@@ -29,8 +29,9 @@ import soundfile as sf
 
 from audiotok.runtime.constants import FRAME_SECONDS, SAMPLE_RATE, frame_count
 from audiotok.runtime.corpus.listing import CorpusFile
+from audiotok.runtime.errors import os_error_line
 from audiotok.runtime.file_kind import special_kind
-from audiotok.runtime.formats.staging import atomic_path
+from audiotok.runtime.formats.staging import OutputError, atomic_path
 from audiotok.runtime.native_stderr import captured_stderr
 
 CACHE_FORMAT = 2  # 2: windows cut short by the end run to the input's last sample
@@ -115,7 +116,7 @@ def expected_frames(path: str) -> int:
         return 0
     try:
         with captured_stderr():  # a broken mp3's decoder notes; extraction reports the file
-            info = sf.info(path)
+            info = sf.info(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, OSError):
         return 0
     return frame_count(round(info.frames * SAMPLE_RATE / info.samplerate)) if info.samplerate > 0 else 0
@@ -152,11 +153,15 @@ class FeatureCache:
     def __init__(self, root: str | os.PathLike, description: dict[str, Any]) -> None:
         self.key = cache_key(description)
         self.folder = Path(root) / self.key[:16]
-        self.folder.mkdir(parents=True, exist_ok=True)
         key_file = self.folder / "key.json"
-        if not key_file.exists():
-            with atomic_path(key_file) as tmp:
-                tmp.write_text(json.dumps(description, indent=1, sort_keys=True, default=str) + "\n")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not key_file.exists():
+                with atomic_path(key_file) as tmp:
+                    tmp.write_text(json.dumps(description, indent=1, sort_keys=True, default=str) + "\n")
+        except (OSError, OutputError) as exc:  # a read-only or full disk: say it is the cache, and how to move it
+            detail = os_error_line(exc) if isinstance(exc, OSError) else str(exc)
+            raise OutputError(f"feature cache {detail}; give --cache a writable folder") from None
 
     def _npy(self, index: int) -> Path:
         return self.folder / f"shard-{index:05d}.npy"

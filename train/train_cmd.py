@@ -39,6 +39,8 @@ from audiotok.models.huggingface import NORMALIZE_CHOICES
 from audiotok.models.vocabulary_sidecar import (TrainingRecord, is_sidecar, is_sidecar_head, sidecar_path,
                                                 stage_centroids)
 from audiotok.runtime.commands.options import add_engine_arguments
+from audiotok.runtime.commands.numbers import MAX_LAYER, SEED_MAX, integer, number
+from audiotok.runtime.manifest import MAX_K
 from audiotok.runtime.constants import FRAME_SECONDS
 from audiotok.runtime.corpus.engine import check_engine_options
 from audiotok.runtime.errors import AudioError, SettingsError
@@ -70,26 +72,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="logmel",
                         help="'logmel' (built in, no download), a hub id such as facebook/hubert-base-ls960, "
                              "or a local transformers folder")
-    parser.add_argument("--layer", type=int, default=None,
+    parser.add_argument("--layer", type=integer("--layer", low=0, high=MAX_LAYER), default=None,
                         help="hidden_states index to cluster (default: 6, or the last layer if fewer)")
-    parser.add_argument("--k", type=int, required=True, help="number of units (e.g. 50, 100, 200, 500)")
+    parser.add_argument("--k", type=integer("--k", high=MAX_K),
+                        required=True, help="number of units (e.g. 50, 100, 200, 500)")
     parser.add_argument("-o", "--output", required=True, help="centroids .npy to write (sidecar: same name, .json)")
     parser.add_argument("--normalize", choices=NORMALIZE_CHOICES, default="auto",
                         help="waveform normalization; auto reads the checkpoint's feature extractor")
-    parser.add_argument("--max-hours", type=float, default=None, help="stop reading audio after this many hours")
-    parser.add_argument("--percent", type=float, default=100.0,
+    parser.add_argument("--max-hours", type=number("--max-hours"),
+                        default=None, help="stop reading audio after this many hours")
+    parser.add_argument("--percent", type=number("--percent"), default=100.0,
                         help="use this percent of frames, sampled at random (seeded per file)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for frame sampling and k-means")
-    parser.add_argument("--batch-size", type=int, default=10_000, help="MiniBatchKMeans batch size")
-    parser.add_argument("--n-init", type=int, default=20, help="k-means++ initialisations to try")
-    parser.add_argument("--max-iter", type=int, default=100, help="k-means passes over the data at most")
-    parser.add_argument("--max-no-improvement", type=int, default=100,
+    parser.add_argument("--seed", type=integer("--seed", low=0, high=SEED_MAX),
+                        default=0, help="seed for frame sampling and k-means")
+    parser.add_argument("--batch-size", type=integer("--batch-size", low=1),
+                        default=10_000, help="MiniBatchKMeans batch size")
+    parser.add_argument("--n-init", type=integer("--n-init", low=1, high=10_000),
+                        default=20, help="k-means++ initialisations to try")
+    parser.add_argument("--max-iter", type=integer("--max-iter", low=1),
+                        default=100, help="k-means passes over the data at most")
+    parser.add_argument("--max-no-improvement", type=integer("--max-no-improvement", low=1), default=100,
                         help="stop after this many mini-batches without inertia improvement")
     parser.add_argument("--cache", default=None,
                         help=f"feature cache folder (default: {DEFAULT_CACHE_NAME}/ beside the centroids)")
-    parser.add_argument("--shard-minutes", type=float, default=DEFAULT_SHARD_MINUTES,
+    parser.add_argument("--shard-minutes", type=number("--shard-minutes"), default=DEFAULT_SHARD_MINUTES,
                         help="audio per cache shard: the unit of resumption and of parallel work")
-    parser.add_argument("--fit-memory-gb", type=float, default=DEFAULT_FIT_MEMORY_GB,
+    parser.add_argument("--fit-memory-gb", type=number("--fit-memory-gb"), default=DEFAULT_FIT_MEMORY_GB,
                         help="fit in memory when the features take at most this much as float32, "
                              "else out of core (0: always out of core)")
     add_engine_arguments(parser, workers="extraction workers, each with its own encoder",
@@ -107,20 +115,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pre.add_argument("--feature-norm", choices=FEATURE_NORMS, default="none",
                      help="l2: cluster L2-normalised features; export normalises inside the graph too")
     caps = parser.add_argument_group("frame caps (seeded random subsampling)")
-    caps.add_argument("--max-frames-file", type=int, default=None, metavar="N",
+    caps.add_argument("--max-frames-file", type=integer("--max-frames-file"), default=None, metavar="N",
                       help="keep at most N frames of each file (default: all)")
-    caps.add_argument("--max-frames-total", type=int, default=None, metavar="N",
+    caps.add_argument("--max-frames-total", type=integer("--max-frames-total"), default=None, metavar="N",
                       help="fit k-means on at most N frames of the whole cache (default: all)")
     km = parser.add_argument_group("k-means backend")
     km.add_argument("--kmeans", choices=KMEANS_BACKENDS, default="sklearn",
                     help="sklearn: MiniBatchKMeans (GSLM settings; out of core when large); faiss: faiss.Clustering "
                          "with audioTokenizer's settings on a sample (needs audiotok[faiss])")
-    km.add_argument("--faiss-niter", type=int, default=None,
+    km.add_argument("--faiss-niter", type=integer("--faiss-niter", low=1, high=100_000), default=None,
                     help="faiss iterations (default: 20 + 10 log10(k), +10 for dim >= 512, +10 from 2M vectors, "
                          "clipped to [30, 150])")
-    km.add_argument("--faiss-nredo", type=int, default=3, help="faiss runs; the lowest objective wins")
-    km.add_argument("--faiss-min-points", type=int, default=5, help="faiss min_points_per_centroid")
-    km.add_argument("--faiss-sample", type=int, default=None,
+    km.add_argument("--faiss-nredo", type=integer("--faiss-nredo", low=1, high=10_000),
+                    default=3, help="faiss runs; the lowest objective wins")
+    km.add_argument("--faiss-min-points", type=integer("--faiss-min-points", low=1),
+                    default=5, help="faiss min_points_per_centroid")
+    km.add_argument("--faiss-sample", type=integer("--faiss-sample", low=1), default=None,
                     help="vectors sampled from the cache for faiss (default: max(256 k, 100000))")
     km.add_argument("--write-faiss-index", action="store_true",
                     help="also write NAME.kmeans_faiss.index (a faiss IndexFlatL2 of the centroids) beside "

@@ -46,6 +46,7 @@ from ..session import open_session
 from ..stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, StreamSettings
 from ..synthetic_speech import speech_like
 from .options import add_provider_argument
+from .numbers import integer, number, threads
 
 HEADROOM = 2.0  # "keeps up" means the work takes at most half the time it has
 MAX_SECONDS = 600.0
@@ -67,15 +68,16 @@ def stream_spec(text: str) -> tuple[float, float, float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="an audiotok .onnx bundle")
-    parser.add_argument("--seconds", type=float, default=30.0, help="length of the offline input")
-    parser.add_argument("--threads", type=int, nargs="+", default=None, metavar="N",
+    parser.add_argument("--seconds", type=number("--seconds"), default=30.0, help="length of the offline input")
+    parser.add_argument("--threads", type=threads(), nargs="+", default=None, metavar="N",
                         help="onnxruntime threads to measure offline; None: auto (onnxruntime's choice), and 1 when there are more cores")
     parser.add_argument("--stream", nargs="+", default=[], metavar="C:L:X",
                         help="stream settings chunk:lookahead:context in ms, measured besides the default "
                              f"{DEFAULT_CHUNK_MS}:{DEFAULT_LOOKAHEAD_MS}:{DEFAULT_CONTEXT_MS}")
-    parser.add_argument("--stream-threads", type=int, default=1, metavar="N",
+    parser.add_argument("--stream-threads", type=threads("--stream-threads"), default=1, metavar="N",
                         help="onnxruntime threads per stream (as audiotok stream --threads)")
-    parser.add_argument("--runs", type=int, default=3, help="timed offline passes per thread count (best reported)")
+    parser.add_argument("--runs", type=integer("--runs", high=1000),
+                        default=3, help="timed offline passes per thread count (best reported)")
     parser.add_argument("--audio", default=None, metavar="FILE",
                         help="measure on this file (its first --seconds) instead of synthetic speech")
     add_provider_argument(parser)

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from audiotok import __version__
 
-from ..errors import AudiotokError, one_line
+from ..errors import AudiotokError, one_line, os_error_line
 from ..log import install_cli_handler
+from . import std_streams
 
 TRAIN_ONLY_MODULES = {"torch", "transformers", "sklearn", "onnx", "onnxscript", "joblib", "scipy"}
 EXTRA_MODULES = {  # top-level modules each extra installs: a command missing one names its extra
@@ -101,13 +102,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _terminate_like_interrupt()
     install_cli_handler()
+    std_streams.fill_closed_std_fds()
+    previous = std_streams.install()
+    try:
+        return _run(name, rest)
+    finally:
+        std_streams.restore(*previous)
+
+
+def _run(name: str, rest: list[str]) -> int:
+    """One command, every way it can end mapped to an exit status and at most one error line."""
     try:
         module = _load(name, COMMANDS[name])
         parser = argparse.ArgumentParser(prog=f"audiotok {name}", description=module.__doc__,
                                          formatter_class=_HelpFormatter)
         module.add_arguments(parser)
         args = parser.parse_args(rest)
-        return int(module.run(args) or 0)
+        status = int(module.run(args) or 0)
+        std_streams.flush_stdout()
+        return status
     except AudiotokError as exc:
         print(f"audiotok: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
@@ -117,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `audiotok tokenize ... | head`
         sys.stderr.close()
         return 0
+    except OSError as exc:  # one no writer named: still a line naming the path the OS gave, not a traceback
+        print(f"audiotok: error: {one_line(os_error_line(exc))}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

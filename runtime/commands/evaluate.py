@@ -52,6 +52,7 @@ from ..plotting.canvas import PlotUnavailable, image_format
 from ..preprocess import add_processor_arguments, processor_arguments
 from ..stream import StreamSettings
 from ..tokenizer import Tokenizer
+from .numbers import SEED_MAX, integer, threads
 from .options import add_provider_argument
 from .stream import _HelpFormatter as HelpFormatter
 
@@ -72,14 +73,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure UED under a perturbation (repeatable): noise:DB, speed:F, gain:DB, "
                              "shift:SAMPLES, reverb:RT60")
     parser.add_argument("--noise-dir", default=None, help="recorded noise files for noise perturbations")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the perturbations (default: 0)")
+    parser.add_argument("--seed", type=integer("--seed", high=SEED_MAX),
+                        default=0, help="seed for the perturbations (default: 0)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object instead of a table")
     parser.add_argument("-o", "--output", default=None, help="also write the JSON report to this file")
     parser.add_argument("--confusion", metavar="IMAGE", default=None,
                         help="with --alignments: draw phones x units (.png/.svg/.pdf; needs audiotok[plot])")
     add_processor_arguments(parser, trim_note="; perturbations apply to the trimmed audio")
     add_provider_argument(parser)
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    parser.add_argument("--threads", type=threads(), default=None, help="onnxruntime intra-op threads")
 
 
 def parse_stream_spec(text: str) -> StreamSettings:

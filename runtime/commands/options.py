@@ -9,16 +9,21 @@ from __future__ import annotations
 import argparse
 
 from ..corpus.choose_engine import ENGINES
+from .numbers import integer
+
+MAX_JOBS = 4096  # Ray actors (or local processes) one run may ask for; locally also at most 4 per core
+MAX_WORKER_THREADS = 1024  # threads per worker; locally also at most 4 per core (see check_engine_options)
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser, *, workers: str, threads: str) -> None:
     """--engine, --jobs, --threads and --ray-address; ``workers`` and ``threads`` say what they run."""
     parser.add_argument("--engine", choices=ENGINES, default="local",
                         help="local: processes on this machine; ray: a Ray Data actor pool")
-    parser.add_argument("--jobs", type=int, default=None,
+    parser.add_argument("--jobs", type=integer("--jobs", low=1, high=MAX_JOBS), default=None,
                         help=f"{workers}: local processes (default 1), or Ray actors (default: the cluster's "
                              "CPUs / --threads)")
-    parser.add_argument("--threads", type=int, default=None, help=threads)
+    parser.add_argument("--threads", type=integer("--threads", low=1, high=MAX_WORKER_THREADS), default=None,
+                        help=f"{threads}; at most 4 per core of this machine with --engine local")
     parser.add_argument("--ray-address", default=None,
                         help="Ray cluster to join (`auto`, HOST:6379); default: start a local Ray")
 

@@ -25,16 +25,22 @@ from ..plotting.unit_plot import PlotWindow, draw_units_figure
 from ..preprocess import prepared_blocks
 from ..tokenizer import Tokenizer
 from .options import add_provider_argument
+from .numbers import integer, number
+
+MAX_PIXELS = 20_000  # per side of a plot: an image larger than any screen or page
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="an audiotok .onnx bundle")
     parser.add_argument("audio", help="one audio file")
     parser.add_argument("-o", "--output", required=True, help="image to write (.png, .svg or .pdf)")
-    parser.add_argument("--start", type=float, default=0.0, help="first second drawn")
-    parser.add_argument("--seconds", type=float, default=None, help="seconds drawn (None: to the end of the file)")
-    parser.add_argument("--width", type=int, default=1600, help="image width in pixels")
-    parser.add_argument("--height", type=int, default=900, help="image height in pixels")
+    parser.add_argument("--start", type=number("--start"), default=0.0, help="first second drawn")
+    parser.add_argument("--seconds", type=number("--seconds"),
+                        default=None, help="seconds drawn (None: to the end of the file)")
+    parser.add_argument("--width", type=integer("--width", low=16, high=MAX_PIXELS),
+                        default=1600, help="image width in pixels")
+    parser.add_argument("--height", type=integer("--height", low=16, high=MAX_PIXELS),
+                        default=900, help="image height in pixels")
     add_provider_argument(parser)
 
 

@@ -45,6 +45,7 @@ from ..stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS,
 from ..tokenizer import Tokenizer
 from ..unit_runs import dedup
 from .options import add_provider_argument
+from .numbers import integer, number, threads
 
 if TYPE_CHECKING:
     from ..microphone import Microphone
@@ -72,26 +73,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", default="mic", help="'mic', '-' for raw PCM on stdin, or an audio file")
     parser.add_argument("--device", default=None,
                         help="microphone: device index or part of its name (when not given: the system's default input)")
-    parser.add_argument("--rate", type=int, default=None,
+    parser.add_argument("--rate", type=integer("--rate"), default=None,
                         help=f"sample rate in Hz of the mic or stdin PCM, resampled to 16 kHz (when not given: stdin "
                              f"{STDIN_RATE}; mic {STDIN_RATE} if the device offers it, else its own)")
-    parser.add_argument("--channels", type=int, default=1, help="channels of the mic or stdin PCM (mixed to mono)")
+    parser.add_argument("--channels", type=integer("--channels"),
+                        default=1, help="channels of the mic or stdin PCM (mixed to mono)")
     parser.add_argument("--channel", type=str, default=None,
                         help="'mean' mixes all channels, N takes channel N alone (0 is the first; audioTokenizer "
                              "takes 0) (when not given: the bundle's, 'mean' unless exported otherwise)")
     parser.add_argument("--f32le", action="store_true", help="stdin PCM is 32-bit float, not signed 16-bit")
-    parser.add_argument("--seconds", type=float, default=None, help="stop after this much audio (when not given: at end of input or Ctrl-C)")
-    parser.add_argument("--chunk-ms", type=float, default=DEFAULT_CHUNK_MS,
+    parser.add_argument("--seconds", type=number("--seconds"),
+                        default=None, help="stop after this much audio (when not given: at end of input or Ctrl-C)")
+    parser.add_argument("--chunk-ms", type=number("--chunk-ms"), default=DEFAULT_CHUNK_MS,
                         help="frames emitted per window, in ms (a multiple of 20)")
-    parser.add_argument("--lookahead-ms", type=float, default=DEFAULT_LOOKAHEAD_MS,
+    parser.add_argument("--lookahead-ms", type=number("--lookahead-ms"), default=DEFAULT_LOOKAHEAD_MS,
                         help="future audio each window sees, in ms (adds that much latency)")
-    parser.add_argument("--context-ms", type=float, default=DEFAULT_CONTEXT_MS,
+    parser.add_argument("--context-ms", type=number("--context-ms"), default=DEFAULT_CONTEXT_MS,
                         help="past audio each window sees, in ms (costs compute)")
     parser.add_argument("--format", choices=STREAM_FORMATS, default="txt", help="txt: one line of ids per chunk; "
                         "jsonl: one object per chunk")
     parser.add_argument("--dedup", action="store_true", help="collapse repeated units, also across chunk edges")
     add_provider_argument(parser)
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=threads(), default=1,
                         help="onnxruntime intra-op threads per stream (1 keeps a stream within one core)")
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import SettingsError
+from ..session import THREADS_PER_CORE, thread_limit
 
 
 class Worker(Protocol):
@@ -68,5 +69,10 @@ def check_engine_options(jobs: int | None, threads: int | None, engine: str, ray
         raise SettingsError(f"--jobs must be at least 1, got {jobs}")
     if threads is not None and threads < 1:
         raise SettingsError(f"--threads must be at least 1, got {threads}")
+    if engine != "ray":  # a Ray cluster's size is not this machine's; its bounds are the option parser's
+        for option, value in (("--jobs", jobs), ("--threads", threads)):
+            if value is not None and value > thread_limit():
+                raise SettingsError(f"{option} must be at most {thread_limit()} ({THREADS_PER_CORE} per core of "
+                                    f"this machine), got {value}")
     if ray_address and engine != "ray":
         raise SettingsError("--ray-address needs --engine ray")

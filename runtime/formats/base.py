@@ -26,13 +26,19 @@ class UnitWriter(ABC):
 
     @abstractmethod
     def abort(self) -> None:
-        """End a failed or interrupted run, leaving only what the format promises to keep."""
+        """End a failed or interrupted run, leaving only what the format promises to keep.
+
+        May run after a failed ``close`` and must not raise on what it discards."""
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self.close()
+            try:
+                self.close()
+            except BaseException:
+                self.abort()  # a commit that failed half way (a full disk) leaves what a failed run leaves
+                raise
         else:
             self.abort()

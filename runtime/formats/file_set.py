@@ -11,7 +11,7 @@ the new ones removed: the set is the old one or the new one, never a mix.
 Only SIGKILL or a power cut can stop it between two renames. For that the caller orders the files
 so a reader can tell: train renames its sidecar last, and the sidecar records the centroids'
 sha256, so export refuses a pair whose hash does not match. What such a run leaves behind (staged
-``.NAME.<16 hex>.tmp`` files and ``.NAME.<16 hex>.old`` links) is recognised by that name and by
+``.NAME.<16 hex>.tmp`` files and ``.NAME.old-<16 hex>.tmp`` links) is recognised by that name and by
 content audiotok writes, and :func:`remove_leftovers` deletes it at the start of the next run.
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .side_files import read_head
-from .staging import STAGE_ATTEMPTS, OutputError, replace_into, stage_beside
+from .staging import STAGE_ATTEMPTS, OutputError, replace_into, stage_beside, staged_name, staged_name_pattern
 
 Recogniser = Callable[[bytes], bool]  # a file's first bytes -> whether audiotok wrote it
 
@@ -95,10 +95,10 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _link_aside(target: Path) -> Path | None:
-    """A hard link ``.NAME.<16 hex>.old`` to ``target``'s current file; None where the file system has no
+    """A hard link ``.NAME.old-<16 hex>.tmp`` to ``target``'s current file; None where the file system has no
     hard links (the set is then only as safe as its order)."""
     for _ in range(STAGE_ATTEMPTS):
-        backup = target.parent / f".{target.name}.{secrets.token_hex(8)}.old"
+        backup = target.parent / staged_name(target, f"old-{secrets.token_hex(8)}")
         try:
             os.link(target, backup, follow_symlinks=False)
             return backup
@@ -114,7 +114,7 @@ def _link_aside(target: Path) -> Path | None:
 
 def leftover_pattern(target: Path) -> re.Pattern[str]:
     """The names a staged file or a kept previous file of ``target`` has (see :mod:`.staging`)."""
-    return re.compile(re.escape(f".{target.name}.") + r"[0-9a-f]{16}\.(tmp|old)")
+    return staged_name_pattern(target, r"(?:old-)?[0-9a-f]{16}")
 
 
 def remove_leftovers(target: str | os.PathLike, is_ours: Recogniser) -> list[Path]:

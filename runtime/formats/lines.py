@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import SettingsError
 from .base import UnitWriter
 from .records import check_record_path, fairseq_record, format_record
-from .staging import OutputError, replace_into, stage_beside
+from .staging import OutputError, close_quietly, replace_into, stage_beside, writing
 
 
 class LineWriter(UnitWriter):
@@ -30,13 +30,15 @@ class LineWriter(UnitWriter):
             self._target = Path(output)
             self._staged = stage_beside(self._target, folder=False)
             try:
-                self._stream = open(self._staged, "w", encoding="utf-8")
+                with writing(self._target):
+                    self._stream = open(self._staged, "w", encoding="utf-8")
             except BaseException:
                 self._staged.unlink(missing_ok=True)
                 raise
 
     def write(self, path: str, units: np.ndarray, offset: int | None = None) -> None:
-        check_record_path(Path(path).stem if self.fmt == "fairseq" else path, self.fmt)
+        if self.fmt != "jsonl":  # jsonl escapes every name (see records.py), on stdout as in a file
+            check_record_path(Path(path).stem if self.fmt == "fairseq" else path, self.fmt)
         if self.fmt == "fairseq":
             stem = Path(path).stem
             if "|" in stem:
@@ -48,22 +50,28 @@ class LineWriter(UnitWriter):
             line = fairseq_record(path, units, collapse=self.dedup)
         else:
             line = format_record(path, units, self.fmt, collapse=self.dedup, offset=offset)
-        self._stream.write(line + "\n")
-        if self._staged is None:
-            self._stream.flush()  # stdout: let a pipe see each file as soon as it is done
+        with writing(self._where):
+            self._stream.write(line + "\n")
+            if self._staged is None:
+                self._stream.flush()  # stdout: let a pipe see each file as soon as it is done
+
+    @property
+    def _where(self) -> str | Path:
+        return "stdout" if self._target is None else self._target
 
     def close(self) -> None:
-        if self._staged is None:
-            self._stream.flush()
-            return
-        self._stream.close()
         try:
+            with writing(self._where):
+                if self._staged is None:
+                    self._stream.flush()
+                    return
+                self._stream.close()
             replace_into(self._staged, self._target)
         except BaseException:
-            self._staged.unlink(missing_ok=True)
+            self.abort()  # also when close is called outside a with block
             raise
 
     def abort(self) -> None:
         if self._staged is not None:
-            self._stream.close()
+            close_quietly(self._stream)
             self._staged.unlink(missing_ok=True)

@@ -45,7 +45,7 @@ from .records import format_record
 from .run_identity import (RUN_FIELDS, UNIT_FIELDS, Source, check_types, input_source, missing_unit_fields,
                            settings_differences)
 from .side_files import check_side_file, read_head, read_json_object
-from .staging import OutputError, atomic_path, stage_beside
+from .staging import OutputError, atomic_path, close_quietly, stage_beside, writing
 
 RECORD_PREFIX = '{"path": "'  # how format_record starts every jsonl record
 RECORD_UNITS = ', "units": ['  # what follows the path in every record
@@ -261,16 +261,18 @@ class ResumableJsonl(UnitWriter):
     def write(self, path: str, units: np.ndarray, offset: int | None = None) -> None:
         if path in self.done:  # engines never repeat a path; this guards the file's one-record-per-path promise
             return
-        if self._stream is None:
-            self._stream = self._open()
-        record = format_record(path, units, "jsonl", collapse=self.dedup, offset=offset, source=self.sources.get(path))
-        self._stream.write(record + "\n")
-        self._stream.flush()
-        self.done.add(path)
-        self.written += 1
-        if time.monotonic() - self._synced > FSYNC_INTERVAL_SECONDS:
-            os.fsync(self._stream.fileno())
-            self._synced = time.monotonic()
+        with writing(self.path):  # a full disk: one line; the records already flushed stay, a torn one is cut next run
+            if self._stream is None:
+                self._stream = self._open()
+            record = format_record(path, units, "jsonl", collapse=self.dedup, offset=offset,
+                                   source=self.sources.get(path))
+            self._stream.write(record + "\n")
+            self._stream.flush()
+            self.done.add(path)
+            self.written += 1
+            if time.monotonic() - self._synced > FSYNC_INTERVAL_SECONDS:
+                os.fsync(self._stream.fileno())
+                self._synced = time.monotonic()
 
     def record_error(self, path: str, message: str) -> None:
         self.errors.append({"path": path, "error": message})
@@ -281,9 +283,12 @@ class ResumableJsonl(UnitWriter):
             if self._stream is None and self.fresh and self.overwrite and self.path.stat().st_size > 0:
                 self._stream = self._open()  # --overwrite with nothing written still discards the old records
             if self._stream is not None and not self._stream.closed:
-                self._stream.flush()
-                os.fsync(self._stream.fileno())
-                self._stream.close()
+                with writing(self.path):
+                    try:
+                        self._stream.flush()
+                        os.fsync(self._stream.fileno())
+                    finally:
+                        close_quietly(self._stream)
             if self.errors:
                 with atomic_path(self.errors_path) as tmp:
                     tmp.write_text("".join(json.dumps(e) + "\n" for e in self.errors), encoding="utf-8")

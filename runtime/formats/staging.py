@@ -9,20 +9,45 @@ special file is refused before any work: replacing it would lose what audiotok d
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import AudiotokError
+from ..errors import AudiotokError, os_error_line
 
 STAGE_ATTEMPTS = 100  # random temp names tried before giving up (each collision is 1 in 2**64)
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+STAGE_SUFFIX = ".tmp"  # every staged name is `.NAME.<16 hex>.tmp`, or `.audiotok-<16 hex>.<16 hex>.tmp`
 
 
 class OutputError(AudiotokError):
     """An output that cannot be written, or whose target holds something audiotok did not write."""
+
+
+@contextmanager
+def writing(target: str | os.PathLike) -> Iterator[None]:
+    """Turn an OSError in the block (a full disk, an I/O error, a read-only or vanished folder) into an
+    OutputError naming ``target`` and the OS's reason: one line, and the writer's abort still runs."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise  # stdout read by `| head`: the dispatcher's rule (exit 0), not a failed write
+    except OSError as exc:
+        raise OutputError(os_error_line(exc, target)) from None
+
+
+def close_quietly(stream) -> None:
+    """Close a stream a failed run is discarding: a flush that fails again (the disk is still full)
+    must not hide the first error, and the file is closed either way."""
+    try:
+        stream.close()
+    except OSError:
+        pass
 
 
 def check_target(target: str | os.PathLike, *, folder: bool = False) -> Path:
@@ -53,6 +78,29 @@ def check_target(target: str | os.PathLike, *, folder: bool = False) -> Path:
     return target
 
 
+def staged_name(target: Path, tag: str) -> str:
+    """The hidden name a staged copy of ``target`` gets: ``.NAME.TAG.tmp``, or, when that would not fit
+    in NAME_MAX bytes (a legal target name near the limit), ``.audiotok-HASH.TAG.tmp`` with HASH from
+    the target's name. Either form marks the file as audiotok's staging; this is the one place that
+    names temps, so cleanup code can recognise them.
+    """
+    readable = f".{target.name}.{tag}{STAGE_SUFFIX}"
+    if len(os.fsencode(readable)) <= NAME_MAX:
+        return readable
+    return f".audiotok-{_name_digest(target)}.{tag}{STAGE_SUFFIX}"
+
+
+def staged_name_pattern(target: Path, tag: str) -> re.Pattern[str]:
+    """Matches every name :func:`staged_name` gives ``target`` for a tag matching the regex ``tag``
+    (both the readable and the hashed form), so cleanup recognises exactly audiotok's own temps."""
+    prefixes = (re.escape(f".{target.name}."), re.escape(f".audiotok-{_name_digest(target)}."))
+    return re.compile(f"(?:{'|'.join(prefixes)})(?:{tag}){re.escape(STAGE_SUFFIX)}")
+
+
+def _name_digest(target: Path) -> str:
+    return hashlib.sha256(os.fsencode(target.name)).hexdigest()[:16]
+
+
 def stage_beside(target: Path, *, folder: bool = False) -> Path:
     """A new temp file (or folder) in ``target``'s folder, so renaming it onto ``target`` is atomic.
 
@@ -63,7 +111,7 @@ def stage_beside(target: Path, *, folder: bool = False) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(STAGE_ATTEMPTS):
-            tmp = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
+            tmp = target.parent / staged_name(target, secrets.token_hex(8))
             try:
                 if folder:
                     os.mkdir(tmp, 0o777)
@@ -90,12 +138,14 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``target``; it replaces ``target`` only if the block succeeds.
 
     On any error (KeyboardInterrupt included) the temp file is removed, so an existing output is
-    never replaced by a partial one and no debris is left.
+    never replaced by a partial one and no debris is left; an OSError in the block (a full disk) is an
+    OutputError naming ``target``.
     """
     target = Path(target)
     tmp = stage_beside(target)
     try:
-        yield tmp
+        with writing(target):
+            yield tmp
         replace_into(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ A file never spans two shards. The folder is built in a staging folder and renam
 folder deletes only its own files, by name.
 
 A run killed mid-way leaves its staging folder ``.FOLDER.<16 hex>.tmp``; one killed during the swap
-also leaves the previous folder hidden as ``.FOLDER.old-<pid>``. The next run to the same ``-o``
+also leaves the previous folder hidden as ``.FOLDER.old-<pid>.tmp``. The next run to the same ``-o``
 recognises both by name and content (only a units folder's own files) and removes them, except that
 a hidden previous folder whose ``-o`` is gone is put back first. A staging folder is locked
 (``flock``) while its run lives, so a run in progress is never taken for a leftover.
@@ -37,7 +37,7 @@ from .base import UnitWriter
 from .locks import FolderLock, try_lock
 from .records import check_record_path
 from .side_files import read_json_object
-from .staging import OutputError, replace_into, stage_beside
+from .staging import OutputError, close_quietly, replace_into, stage_beside, staged_name, staged_name_pattern, writing
 
 FOLDER_FORMAT = "audiotok-units"  # meta.json "format" of an npy units folder
 FOLDER_VERSION = 1
@@ -67,12 +67,13 @@ class NpyShardWriter(UnitWriter):
         self._held: int | None = None
         try:
             self._held = try_lock(self._staged)  # a live run's staging folder is not a leftover
-            self._index = open(self._staged / "index.tsv", "w", encoding="utf-8")
+            with writing(self._target):
+                self._index = open(self._staged / "index.tsv", "w", encoding="utf-8")
+                self._index.write("\t".join(INDEX_COLUMNS) + "\n")
         except BaseException:
             self._unhold()
             shutil.rmtree(self._staged, ignore_errors=True)
             raise
-        self._index.write("\t".join(INDEX_COLUMNS) + "\n")
         self._units: list[np.ndarray] = []
         self._durations: list[np.ndarray] = []
         self._shard, self._offset, self._files, self._total = 0, 0, 0, 0
@@ -87,12 +88,13 @@ class NpyShardWriter(UnitWriter):
             units, durations = dedup_units(units)
             self._durations.append(durations.astype(np.uint32))
         self._units.append(units.astype(self.dtype))
-        self._index.write(f"{path}\t{self._shard}\t{self._offset}\t{len(units)}\t{frames}\n")
-        self._offset += len(units)
-        self._files += 1
-        self._total += len(units)
-        if self._offset >= self.shard_units:
-            self._flush_shard()
+        with writing(self._target):
+            self._index.write(f"{path}\t{self._shard}\t{self._offset}\t{len(units)}\t{frames}\n")
+            self._offset += len(units)
+            self._files += 1
+            self._total += len(units)
+            if self._offset >= self.shard_units:
+                self._flush_shard()
 
     def _flush_shard(self) -> None:
         np.save(self._staged / f"units-{self._shard:05d}.npy", np.concatenate(self._units).astype(self.dtype))
@@ -103,13 +105,14 @@ class NpyShardWriter(UnitWriter):
         self._shard, self._offset = self._shard + 1, 0
 
     def close(self) -> None:
-        if self._units:
-            self._flush_shard()
-        self._index.close()
-        meta = {"format": FOLDER_FORMAT, "version": FOLDER_VERSION, "k": self.k, "dtype": self.dtype.name,
-                "dedup": self.dedup, "files": self._files, "units": self._total, "shards": self._shard,
-                "frame_seconds": FRAME_SECONDS}
-        (self._staged / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        with writing(self._target):
+            if self._units:
+                self._flush_shard()
+            self._index.close()
+            meta = {"format": FOLDER_FORMAT, "version": FOLDER_VERSION, "k": self.k, "dtype": self.dtype.name,
+                    "dedup": self.dedup, "files": self._files, "units": self._total, "shards": self._shard,
+                    "frame_seconds": FRAME_SECONDS}
+            (self._staged / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         try:
             with FolderLock(self._target.parent):  # two runs committing to one folder take turns
                 check_replaceable_folder(self._target)  # again: it may have changed during the run
@@ -131,7 +134,7 @@ class NpyShardWriter(UnitWriter):
             remove_units_folder(old)
 
     def abort(self) -> None:
-        self._index.close()
+        close_quietly(self._index)
         self._unhold()
         shutil.rmtree(self._staged, ignore_errors=True)  # the staging folder: audiotok made all of it
 
@@ -143,19 +146,19 @@ class NpyShardWriter(UnitWriter):
 
 def old_folder_name(target: Path) -> Path:
     """Where the previous units folder waits while the new one is renamed into place."""
-    return target.with_name(f".{target.name}.old-{os.getpid()}")
+    return target.with_name(staged_name(target, f"old-{os.getpid()}"))
 
 
 def remove_folder_leftovers(target: Path) -> None:
     """Remove what runs killed before they committed to ``target`` left beside it (module docstring).
 
-    Staging folders ``.NAME.<16 hex>.tmp`` and hidden previous folders ``.NAME.old-<pid>`` count only
+    Staging folders ``.NAME.<16 hex>.tmp`` and hidden previous folders ``.NAME.old-<pid>.tmp`` count only
     when they hold nothing but a units folder's own files; a staging folder another run still holds
     locked is skipped; a hidden previous folder is put back when ``target`` itself is gone.
     """
     parent = target.parent
-    staging = re.compile(re.escape(f".{target.name}.") + r"[0-9a-f]{16}\.tmp")
-    hidden = re.compile(re.escape(f".{target.name}.old-") + r"\d+")
+    staging = staged_name_pattern(target, r"[0-9a-f]{16}")
+    hidden = staged_name_pattern(target, r"old-\d+")
     try:
         names = sorted(os.listdir(parent))
     except OSError:
