@@ -115,28 +115,38 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("fmt,name", [("txt", "u.txt"), ("fairseq", "u.km"), ("npy", "u"), ("jsonl", "u.jsonl")])
-def test_a_full_disk_is_one_line_and_the_previous_output_stays(setup, full_disk, capsys, fmt, name):
+def test_a_full_disk_is_one_line_and_the_previous_output_stays(setup, full_disk, capsys, tmp_path, fmt, name):
     bundle, audio = setup
     folder, fill = full_disk
     target = folder / name
-    code, _, err = run_in_process(capsys, "tokenize", bundle, audio, "--format", fmt, "-o", target)
+    if fmt == "jsonl":
+        # A resumable run appends: the resume has one file left, long enough (30 s, a record of several
+        # KiB) that its record cannot fit in the slack of the output's last page on the full tmpfs.
+        long = tmp_path / "long.wav"
+        write_wav(long, (0.1 * np.random.default_rng(1).standard_normal(30 * 16000)).astype(np.float32))
+        first, second = [audio / "a.wav"], [audio / "a.wav", long]
+    else:
+        first = second = [audio]
+    code, _, err = run_in_process(capsys, "tokenize", bundle, *first, "--format", fmt, "-o", target)
     assert code == 0, err
     before = tree(folder)
     fill()
-    if fmt == "jsonl":  # a resumable run appends: start over so that there is something to write
-        code, _, err = run_in_process(capsys, "tokenize", bundle, audio, "--format", fmt, "-o", target,
-                                      "--overwrite")
-    else:
-        code, _, err = run_in_process(capsys, "tokenize", bundle, audio, "--format", fmt, "-o", target)
+    code, _, err = run_in_process(capsys, "tokenize", bundle, *second, "--format", fmt, "-o", target)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 1 and "Traceback" not in err, err
     assert lines[-1].startswith("audiotok: error: ") and ENOSPC in lines[-1] and str(folder) in lines[-1], err
     assert [line for line in lines if line.startswith("audiotok: error")] == [lines[-1]]
     if fmt != "jsonl":
         assert tree(folder) == before  # no staged temp, the old output byte for byte
-    else:  # the run file is replaced first: refused before the records were touched
-        assert tree(folder)["u.jsonl"] == before["u.jsonl"]
+    else:  # the finished record stays; a torn one after it is cut by the next run, which completes
+        assert tree(folder)["u.jsonl"].startswith(before["u.jsonl"])
         assert not [p for p in tree(folder) if p.endswith(".tmp")]
+        (folder / "filler").unlink(missing_ok=True)
+        code, _, err = run_in_process(capsys, "tokenize", bundle, *second, "--format", fmt, "-o", target)
+        assert code == 0, err
+        records = [json.loads(line) for line in target.read_text().splitlines()]
+        assert [r["path"] for r in records] == [str(p) for p in second]
+        assert records[1]["units"] == [UNIT] * ((30 * 16000 - 400) // 320 + 1)  # 30 s: 1499 frames
 
 
 def _cli(*args, stdout) -> subprocess.CompletedProcess:
