@@ -5,8 +5,9 @@ the bundle on windows of *left context + chunk + lookahead* and keeps only the c
 (:mod:`windowing` defines those windows on the same 320-sample grid as offline tokenization).
 A chunk becomes final once its lookahead has arrived (with no lookahead, once the next frame has:
 a window the input's end cuts short waits for flush() and then runs on every sample to the end, as
-offline), so the wait from a chunk's last frame to its units is the lookahead plus one window's
-compute.
+offline). So a frame's unit comes out after the rest of its chunk, the lookahead and one window's
+compute: the chunk's last frame waits lookahead + compute, its first a whole chunk longer
+(:mod:`stream_target` predicts the per-frame latency of a setting and chooses one for a target).
 
 Normalization: bundles whose encoder normalises the waveform (``do_normalize``, manifest
 ``normalization: "utterance"``) do it inside the graph, per graph input. In a stream each window

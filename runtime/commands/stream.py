@@ -4,7 +4,9 @@ Input is the microphone (default), raw PCM on stdin (`--input -`, s16le unless -
 audio file fed as a stream (to check settings against `audiotok tokenize`). Each window the
 bundle runs on is --context-ms of past audio + a --chunk-ms chunk + --lookahead-ms of future
 audio; the chunk's units are printed (and flushed) once its lookahead has arrived, so a frame's
-unit appears about lookahead + one window's compute after its audio. End of input, --seconds
+unit appears after the rest of its chunk, the lookahead and one window's compute. --latency-ms
+chooses the three lengths for a per-frame latency target on this device instead (the choice is
+printed on stderr; a target out of reach is refused before any audio is read). End of input, --seconds
 and Ctrl-C all print the remaining frames and exit 0; input that ends before its first sample
 is an error, as in `audiotok tokenize` ("empty audio"). A read error or broken audio mid-stream
 prints the remaining frames of what arrived, then one error line (exit 1). Overruns (audio lost
