@@ -47,6 +47,7 @@ import numpy as np
 
 from audiotok.runtime.audio import file_blocks
 from audiotok.runtime.compute import CostModel, stream_cost
+from audiotok.runtime.errors import SettingsError
 from audiotok.runtime.constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
 from audiotok.runtime.stream import (DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, Stream,
                                      StreamSettings)
@@ -281,7 +282,12 @@ def main() -> int:
         offline = {norm: tok.tokenize(audio, SAMPLE_RATE) for norm, tok in tokenizers.items()}
         cost = CostModel(bundles["none"], tokenizers["none"].manifest)
         rows = []
-        chosen = [(tokenizers["none"].settings_for_latency(t).settings, t) for t in (args.target or TARGETS)]
+        chosen, refused = [], []
+        for target in args.target or TARGETS:
+            try:
+                chosen.append((tokenizers["none"].settings_for_latency(target).settings, target))
+            except SettingsError as exc:  # out of reach on this machine (now): reported under the table
+                refused.append(str(exc))
         plain = [(StreamSettings(*setting), None) for setting in dict.fromkeys(args.setting or SETTINGS)]
         for settings, target in plain + chosen:
             chunk, lookahead, context = (int(v) for v in (settings.chunk_ms, settings.lookahead_ms, settings.context_ms))
@@ -310,6 +316,8 @@ def main() -> int:
         print(f"| {name} | {r.chunk_ms} | {r.lookahead_ms} | {r.context_ms} | {r.compute_ms:.0f} | {r.p50_ms:.0f} | "
               f"{r.p95_ms:.0f} | {r.max_ms:.0f} | {r.chunk_end_p95_ms:.0f} | {r.cpu_cores:.2f} | {r.gmac_per_second:.1f} | "
               f"{r.agreement_none:.1%} | {r.agreement_utterance:.1%} |")
+    for reason in refused:
+        print(f"\nrefused: {reason}")
     if ratio:
         print(f"\nOne {ratio['window_ms']} ms window: bundle {ratio['onnxruntime_ms']} ms, plain torch + transformers "
               f"{ratio['torch_ms']} ms ({ratio['speedup']}x)")
