@@ -112,6 +112,8 @@ def costs(bundle: Path) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--setting", action="append", default=None, metavar="C:L:X",
+                        help="chunk:lookahead:context in ms; repeat (default: a built-in list)")
     parser.add_argument("--workdir", required=True, help="where benchmarks/stream_latency.py keeps its model")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -129,7 +131,7 @@ def main() -> int:
     print("| chunk / lookahead / context ms | agreement: per-window statistics (today) | running statistics, CNN "
           "cached | GMAC per audio s: today | CNN cached |")
     print("|---|---:|---:|---:|---:|")
-    for setting in SETTINGS:
+    for setting in [tuple(int(v) for v in text.split(":")) for text in args.setting] if args.setting else SETTINGS:
         ratio = sum(setting) / setting[0]  # window frames computed per frame emitted
         print(f"| {' / '.join(map(str, setting))} | {sim.per_window(setting):.1%} | {sim.running(setting):.1%} | "
               f"{50 * total * ratio:.1f} | {50 * (cnn + (total - cnn) * ratio):.1f} |", flush=True)

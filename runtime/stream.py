@@ -40,10 +40,11 @@ from .windowing import UnitsFn, Windower, WindowPolicy
 
 
 # Defaults, chosen with benchmarks/stream_latency.py on a HuBERT-base-size bundle (docs/streaming.md
-# has the table and the reasoning). A frame's units appear lookahead + one window's compute after
-# its audio, so lookahead is short (80 ms). A stream costs window / chunk times the encoder's cost
-# per second of audio: a 640 ms chunk with 640 ms of context makes that 2.1x, about a quarter of a
-# core here. Whether another machine keeps up is measured there: `audiotok bench`.
+# has the tables and the reasoning): the best agreement with offline units of the settings within
+# a quarter of a core. A stream costs window / chunk times the encoder's cost per second of audio
+# (here (640 + 640 + 80) / 640 = 2.1x), and a frame waits for the rest of its chunk and the
+# lookahead, so these defaults trade per-frame latency (units come in 640 ms bursts) for agreement
+# and cost; `latency_ms=` (stream_target.py) picks shorter settings for a latency target.
 DEFAULT_CHUNK_MS = 640
 DEFAULT_LOOKAHEAD_MS = 80
 DEFAULT_CONTEXT_MS = 640
