@@ -79,9 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream", nargs="+", default=[], metavar="C:L:X",
                         help="stream settings chunk:lookahead:context in ms, measured besides the default "
                              f"{DEFAULT_CHUNK_MS}:{DEFAULT_LOOKAHEAD_MS}:{DEFAULT_CONTEXT_MS}")
-    parser.add_argument("--latency-ms", nargs="+", default=None, metavar="MS",
-                        help="per-frame latency targets: the setting `audiotok stream --latency-ms` chooses for each "
-                             f"(default: {' '.join(f'{t:g}' for t in DEFAULT_TARGETS)}; 'none' for none)")
+    parser.add_argument("--latency-ms", nargs="+", default=[f"{t:g}" for t in DEFAULT_TARGETS], metavar="MS",
+                        help="per-frame latency targets: the setting `audiotok stream --latency-ms` chooses for "
+                             "each ('none' for none)")
     parser.add_argument("--stream-threads", type=int, default=1, metavar="N",
                         help="onnxruntime threads per stream (as audiotok stream --threads)")
     parser.add_argument("--runs", type=int, default=3, help="timed offline passes per thread count (best reported)")
@@ -129,9 +129,7 @@ class Unreachable:
     reason: str  # what this device can do instead
 
 
-def _targets(values: list[str] | None) -> list[float]:
-    if values is None:
-        return list(DEFAULT_TARGETS)
+def _targets(values: list[str]) -> list[float]:
     if values == ["none"]:
         return []
     return list(dict.fromkeys(latency_target(v) for v in values))
