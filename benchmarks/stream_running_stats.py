@@ -98,15 +98,22 @@ class Simulation:
         return float(np.mean(np.concatenate(units) == self.offline))
 
 
-def costs(bundle: Path) -> tuple[float, float]:
-    """(whole encoder, CNN alone) GMAC per frame, counted from the bundle's graph at 30 s."""
+def costs(bundle: Path):
+    """GMAC per audio second of a setting, counted from the bundle's graph: (today, CNN cached)."""
     from audiotok.runtime.compute import CostModel
     from audiotok.runtime.session import open_session
 
     _, manifest = open_session(bundle)
-    frames = 1500
-    stages = CostModel(bundle, manifest).macs(frames)
-    return sum(stages.values()) / frames / 1e9, stages["cnn"] / frames / 1e9
+    model = CostModel(bundle, manifest)
+
+    def per_second(setting: tuple[int, int, int]) -> tuple[float, float]:
+        chunk_s, window = setting[0] / 1000, sum(setting) // 20
+        stages = model.macs(window)
+        today = sum(stages.values()) / chunk_s
+        cnn_once = stages["cnn"] * setting[0] / sum(setting)  # the CNN of the chunk's new frames only
+        return today / 1e9, (today - stages["cnn"] / chunk_s + cnn_once / chunk_s) / 1e9
+
+    return per_second
 
 
 def main() -> int:
@@ -127,14 +134,14 @@ def main() -> int:
     sim = Simulation(random_hubert_base(workdir), np.load(centroids), LAYER, audio)
     print(f"HuBERT-base size (random weights), layer {LAYER}; {args.seconds:g} s of {source}; "
           f"{len(sim.offline)} frames\n")
-    total, cnn = costs(workdir / f"hubert-base-random-L{LAYER}-none.onnx")
+    cost = costs(workdir / f"hubert-base-random-L{LAYER}-none.onnx")
     print("| chunk / lookahead / context ms | agreement: per-window statistics (today) | running statistics, CNN "
           "cached | GMAC per audio s: today | CNN cached |")
     print("|---|---:|---:|---:|---:|")
     for setting in [tuple(int(v) for v in text.split(":")) for text in args.setting] if args.setting else SETTINGS:
-        ratio = sum(setting) / setting[0]  # window frames computed per frame emitted
+        today, cached = cost(setting)
         print(f"| {' / '.join(map(str, setting))} | {sim.per_window(setting):.1%} | {sim.running(setting):.1%} | "
-              f"{50 * total * ratio:.1f} | {50 * (cnn + (total - cnn) * ratio):.1f} |", flush=True)
+              f"{today:.1f} | {cached:.1f} |", flush=True)
     return 0
 
 
