@@ -4,12 +4,16 @@ Builds a HuBERT-base-size model with random weights (``HubertModel(HubertConfig(
 compute as the real checkpoint), fits small k-means centroids on its layer-6 features and exports
 two bundles with audiotok's own exporter: one without waveform normalization (HuBERT-base's
 setting) and one with it (``do_normalize``, as wav2vec2-large and mHuBERT-147 use).
-Then, for each chunk/lookahead/context setting:
+Then, for each chunk/lookahead/context setting, and for the setting ``--latency-ms`` chooses for
+each ``--target`` (after its calibration on this machine):
 
 * feeds speech to a stream on the sample clock (one 20 ms block every 20 ms, from a thread, as a
-  microphone callback would) and measures, for every emitted chunk, the time from the arrival of
-  the block holding its last frame's last sample to its units being written and flushed
-  (p50/p95/max), and the process CPU time over wall time (cores used by the stream);
+  microphone callback would) and measures, for every frame, the time from the arrival of the
+  block holding its last sample to its unit being written and flushed (per-frame p50/p95/max:
+  what a listener feels), the same for the last frame of each chunk only (chunk-end p95), and the
+  process CPU time over wall time (cores used by the stream);
+* counts the setting's arithmetic from the bundle's graph (GMAC per audio second, as
+  `audiotok info` counts it): what decides whether a slower board (a Raspberry Pi) keeps up;
 * streams the same speech as fast as possible through both bundles and reports the fraction of
   frames whose unit equals offline tokenization's (one pass over the whole input).
 
@@ -21,7 +25,7 @@ Needs the [train] extra (torch, transformers, scikit-learn) to build the bundles
 itself runs on onnxruntime only. Export of a base-size model takes a minute or two; pass
 ``--workdir DIR`` to keep the bundles between runs.
 
-Example: python benchmarks/stream_latency.py --seconds 20 --workdir /tmp/stream-bench
+Example (README's streaming table): python benchmarks/stream_latency.py --seconds 20 --workdir /tmp/stream-bench
 """
 
 from __future__ import annotations
@@ -42,7 +46,9 @@ from pathlib import Path
 import numpy as np
 
 from audiotok.runtime.audio import file_blocks
+from audiotok.runtime.compute import CostModel, stream_cost
 from audiotok.runtime.constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
+from audiotok.runtime.errors import SettingsError
 from audiotok.runtime.stream import (DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, Stream,
                                      StreamSettings)
 from audiotok.runtime.tokenizer import Tokenizer
@@ -60,12 +66,13 @@ SENTENCES = [
 # (chunk, lookahead, context) in ms; the first is the default.
 SETTINGS = [
     (DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_MS, DEFAULT_CONTEXT_MS),
+    (640, 80, 640),
+    (480, 80, 800),
     (320, 80, 640),
-    (320, 160, 640),
-    (640, 80, 960),
-    (640, 320, 1920),
-    (960, 160, 960),
+    (160, 80, 320),
+    (640, 160, 960),
 ]
+TARGETS = [250.0, 400.0]  # --latency-ms targets measured by default
 
 
 @dataclass(frozen=True)
@@ -75,12 +82,15 @@ class Row:
     context_ms: int
     chunks: int
     compute_ms: float  # median time to run one window, included in the latency
-    p50_ms: float
+    p50_ms: float  # per frame: every frame's last sample handed over -> its unit written
     p95_ms: float
     max_ms: float
+    chunk_end_p95_ms: float  # the last frame of each chunk only (what README reported before)
     cpu_cores: float
+    gmac_per_second: float  # counted arithmetic per audio second (CostModel)
     agreement_none: float  # bundle without waveform normalization
     agreement_utterance: float  # bundle normalising each window by its own statistics
+    target_ms: float | None = None  # the --latency-ms target this setting was chosen for
 
 
 def speech(seconds: float, folder: Path) -> tuple[np.ndarray, str]:
@@ -141,8 +151,9 @@ def build_bundles(checkpoint: Path, layer: int, workdir: Path, audio: np.ndarray
 
 
 def realtime(tokenizer: Tokenizer, settings: StreamSettings,
-             audio: np.ndarray) -> tuple[list[float], list[float], float]:
-    """Feed ``audio`` on the sample clock; latency and compute (s) per emitted chunk, and cores used."""
+             audio: np.ndarray) -> tuple[list[float], list[float], list[float], float]:
+    """Feed ``audio`` on the sample clock; latency (s) of every frame and of each chunk's last frame,
+    compute (s) per window, and cores used."""
     block = SAMPLE_RATE * BLOCK_MS // 1000
     arrivals: list[float] = []
     blocks: queue.Queue = queue.Queue()
@@ -158,17 +169,23 @@ def realtime(tokenizer: Tokenizer, settings: StreamSettings,
         blocks.put(None)
 
     stream = Stream(tokenizer.units_for_window, settings)
-    latencies: list[float] = []
+    frames: list[float] = []  # every frame: its last sample handed over -> its unit written
+    ends: list[float] = []  # the last frame of each chunk only
     computes: list[float] = []  # wall time of each accept() that ran a window
     sink = open(os.devnull, "w")
+
+    def arrival(frame: int) -> float:
+        """When the block holding frame ``frame``'s last sample was handed over."""
+        last_sample = frame * HOP_SAMPLES + RECEPTIVE_FIELD_SAMPLES  # exclusive
+        return arrivals[min((last_sample - 1) // block, len(arrivals) - 1)]
 
     def emit(chunks) -> None:
         for chunk in chunks:
             sink.write(" ".join(map(str, chunk.units.tolist())) + "\n")
             sink.flush()
             done = time.perf_counter()
-            last_sample = (chunk.stop - 1) * HOP_SAMPLES + RECEPTIVE_FIELD_SAMPLES  # exclusive
-            latencies.append(done - arrivals[min((last_sample - 1) // block, len(arrivals) - 1)])
+            frames.extend(done - arrival(f) for f in range(chunk.frame, chunk.stop))
+            ends.append(done - arrival(chunk.stop - 1))
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
     thread = threading.Thread(target=feeder, args=(wall0,), daemon=True)
@@ -183,7 +200,7 @@ def realtime(tokenizer: Tokenizer, settings: StreamSettings,
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     thread.join()
     sink.close()
-    return latencies, computes, cpu / wall
+    return frames, ends, computes, cpu / wall
 
 
 def agreement(tokenizer: Tokenizer, settings: StreamSettings, audio: np.ndarray, offline: np.ndarray) -> float:
@@ -244,6 +261,9 @@ def main() -> int:
                         help="CHUNK:LOOKAHEAD:CONTEXT in ms; repeat (default: a built-in list)")
     parser.add_argument("--checkpoint", default=None,
                         help="a local transformers checkpoint folder (default: random-weight HuBERT-base)")
+    parser.add_argument("--target", type=float, action="append", default=None,
+                        help="a --latency-ms target: measure the setting chosen for it; repeat (default: "
+                             + ", ".join(f"{t:g}" for t in TARGETS) + ")")
     parser.add_argument("--layer", type=int, default=LAYER, help="hidden_states index to cut at")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads per stream")
     parser.add_argument("--workdir", default=None, help="keep the model and bundles here between runs")
@@ -260,16 +280,27 @@ def main() -> int:
         bundles = build_bundles(checkpoint, args.layer, workdir, audio)
         tokenizers = {norm: Tokenizer(path, threads=args.threads) for norm, path in bundles.items()}
         offline = {norm: tok.tokenize(audio, SAMPLE_RATE) for norm, tok in tokenizers.items()}
+        cost = CostModel(bundles["none"], tokenizers["none"].manifest)
         rows = []
-        for chunk, lookahead, context in args.setting or SETTINGS:
-            settings = StreamSettings(chunk, lookahead, context)
-            latencies, computes, cores = realtime(tokenizers["none"], settings, audio)
-            ms = np.asarray(latencies) * 1000
-            rows.append(Row(chunk, lookahead, context, len(ms), round(float(np.median(computes)) * 1000, 1),
+        chosen, refused = [], []
+        for target in args.target or TARGETS:
+            try:
+                chosen.append((tokenizers["none"].settings_for_latency(target).settings, target))
+            except SettingsError as exc:  # out of reach on this machine (now): reported under the table
+                refused.append(str(exc))
+        plain = [(StreamSettings(*setting), None) for setting in dict.fromkeys(args.setting or SETTINGS)]
+        for settings, target in plain + chosen:
+            chunk, lookahead, context = (int(v) for v in (settings.chunk_ms, settings.lookahead_ms, settings.context_ms))
+            frames, ends, computes, cores = realtime(tokenizers["none"], settings, audio)
+            ms = np.asarray(frames) * 1000
+            rows.append(Row(chunk, lookahead, context, len(ends), round(float(np.median(computes)) * 1000, 1),
                             round(float(np.percentile(ms, 50)), 1),
-                            round(float(np.percentile(ms, 95)), 1), round(float(ms.max()), 1), round(cores, 3),
+                            round(float(np.percentile(ms, 95)), 1), round(float(ms.max()), 1),
+                            round(float(np.percentile(np.asarray(ends) * 1000, 95)), 1), round(cores, 3),
+                            stream_cost(cost, chunk, lookahead, context)["gmac_per_second"],
                             round(agreement(tokenizers["none"], settings, audio, offline["none"]), 4),
-                            round(agreement(tokenizers["utterance"], settings, audio, offline["utterance"]), 4)))
+                            round(agreement(tokenizers["utterance"], settings, audio, offline["utterance"]), 4),
+                            target))
             print(rows[-1], file=sys.stderr)
         ratio = None if args.no_torch else torch_ratio(bundles["none"], checkpoint, args.layer, audio, args.threads)
 
@@ -277,12 +308,16 @@ def main() -> int:
     print(f"{model} cut at layer {args.layer}, k={K}; {args.seconds:g} s of {source} "
           f"per setting, fed in {BLOCK_MS} ms blocks on the sample clock; onnxruntime threads={args.threads}; "
           f"{os.cpu_count()} CPUs; load average {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after\n")
-    print("| chunk ms | lookahead ms | context ms | window compute ms | latency p50 ms | p95 ms | max ms | "
-          "CPU cores | agreement (no norm) | agreement (per-window norm) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r.chunk_ms} | {r.lookahead_ms} | {r.context_ms} | {r.compute_ms:.0f} | {r.p50_ms:.0f} | {r.p95_ms:.0f} | "
-              f"{r.max_ms:.0f} | {r.cpu_cores:.2f} | {r.agreement_none:.1%} | {r.agreement_utterance:.1%} |")
+    print("| setting | chunk ms | lookahead ms | context ms | window compute ms | per-frame p50 ms | p95 ms | max ms | "
+          "chunk-end p95 ms | CPU cores | GMAC per audio s | agreement (no norm) | agreement (per-window norm) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for i, r in enumerate(rows):
+        name = f"`--latency-ms {r.target_ms:g}`" if r.target_ms else ("default" if i == 0 else "")
+        print(f"| {name} | {r.chunk_ms} | {r.lookahead_ms} | {r.context_ms} | {r.compute_ms:.0f} | {r.p50_ms:.0f} | "
+              f"{r.p95_ms:.0f} | {r.max_ms:.0f} | {r.chunk_end_p95_ms:.0f} | {r.cpu_cores:.2f} | {r.gmac_per_second:.1f} | "
+              f"{r.agreement_none:.1%} | {r.agreement_utterance:.1%} |")
+    for reason in refused:
+        print(f"\nrefused: {reason}")
     if ratio:
         print(f"\nOne {ratio['window_ms']} ms window: bundle {ratio['onnxruntime_ms']} ms, plain torch + transformers "
               f"{ratio['torch_ms']} ms ({ratio['speedup']}x)")

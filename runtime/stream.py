@@ -5,8 +5,9 @@ the bundle on windows of *left context + chunk + lookahead* and keeps only the c
 (:mod:`windowing` defines those windows on the same 320-sample grid as offline tokenization).
 A chunk becomes final once its lookahead has arrived (with no lookahead, once the next frame has:
 a window the input's end cuts short waits for flush() and then runs on every sample to the end, as
-offline), so the wait from a chunk's last frame to its units is the lookahead plus one window's
-compute.
+offline). So a frame's unit comes out after the rest of its chunk, the lookahead and one window's
+compute: the chunk's last frame waits lookahead + compute, its first a whole chunk longer
+(:mod:`stream_target` predicts the per-frame latency of a setting and chooses one for a target).
 
 Normalization: bundles whose encoder normalises the waveform (``do_normalize``, manifest
 ``normalization: "utterance"``) do it inside the graph, per graph input. In a stream each window
@@ -39,10 +40,11 @@ from .windowing import UnitsFn, Windower, WindowPolicy
 
 
 # Defaults, chosen with benchmarks/stream_latency.py on a HuBERT-base-size bundle (docs/streaming.md
-# has the table and the reasoning). A frame's units appear lookahead + one window's compute after
-# its audio, so lookahead is short (80 ms). A stream costs window / chunk times the encoder's cost
-# per second of audio: a 640 ms chunk with 640 ms of context makes that 2.1x, about a quarter of a
-# core here. Whether another machine keeps up is measured there: `audiotok bench`.
+# has the tables and the reasoning): the best agreement with offline units of the settings within
+# a quarter of a core. A stream costs window / chunk times the encoder's cost per second of audio
+# (here (640 + 640 + 80) / 640 = 2.1x), and a frame waits for the rest of its chunk and the
+# lookahead, so these defaults trade per-frame latency (units come in 640 ms bursts) for agreement
+# and cost; `latency_ms=` (stream_target.py) picks shorter settings for a latency target.
 DEFAULT_CHUNK_MS = 640
 DEFAULT_LOOKAHEAD_MS = 80
 DEFAULT_CONTEXT_MS = 640

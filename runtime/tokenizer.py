@@ -18,6 +18,7 @@ from .native_stderr import Captured, captured_stderr, library_message
 from .preprocess import Preprocess, prepared_blocks
 from .session import INPUT_NAME, OUTPUT_NAME, open_session
 from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, Stream, StreamSettings
+from .stream_target import Prediction, calibrate, choose, latency_target
 from .windowing import OFFLINE_POLICY, WindowPolicy, Windower, one_pass_samples
 
 AudioInput = str | os.PathLike | np.ndarray
@@ -96,21 +97,36 @@ class Tokenizer:
             raise BundleError(f"{self.path}: the graph failed on {batch.shape[1] / SAMPLE_RATE:.2f} s of audio "
                               f"({library_message(exc, noise)})") from None
 
+    def settings_for_latency(self, latency_ms: float, sample_rate: int = SAMPLE_RATE) -> Prediction:
+        """The stream settings that keep per-frame p95 latency within ``latency_ms`` on this device,
+        with their predicted latency and cost (:mod:`~audiotok.runtime.stream_target`: about a
+        second of calibration on this bundle). A SettingsError says what the device can do when
+        the target is out of reach."""
+        target = latency_target(latency_ms, "latency_ms")
+        return choose(target, calibrate(self.units_for_window), sample_rate)
+
     def stream(self, *, chunk_ms: float = DEFAULT_CHUNK_MS, lookahead_ms: float = DEFAULT_LOOKAHEAD_MS,
                context_ms: float = DEFAULT_CONTEXT_MS, sample_rate: int = SAMPLE_RATE,
-               settings: StreamSettings | None = None) -> Stream:
+               settings: StreamSettings | None = None, latency_ms: float | None = None) -> Stream:
         """A :class:`~audiotok.runtime.stream.Stream` over this bundle for live audio at ``sample_rate``.
 
         Lengths are milliseconds on the 20 ms frame grid; bad values raise SettingsError here,
         before any audio is read. ``settings`` passes them as one :class:`StreamSettings` instead
-        (then the keyword lengths stay unset). The channel and last-frame rule are the bundle's:
-        a ``settings`` that asks for others is refused rather than silently overridden.
+        (then the keyword lengths stay unset). ``latency_ms`` chooses the lengths instead, for a
+        per-frame p95 latency target on this device (:meth:`settings_for_latency`). The channel
+        and last-frame rule are the bundle's: a ``settings`` that asks for others is refused rather
+        than silently overridden.
         """
         bundle = {"channel": self.preprocess.channel, "pad_last_frame": self.preprocess.pad_last_frame}
-        if settings is None:
+        lengths_given = (chunk_ms, lookahead_ms, context_ms) != (DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_MS,
+                                                                DEFAULT_CONTEXT_MS)
+        if latency_ms is not None:
+            if settings is not None or lengths_given:
+                raise SettingsError("pass either latency_ms= or the stream's lengths, not both")
+            settings = self.settings_for_latency(latency_ms, sample_rate).settings
+        elif settings is None:
             settings = StreamSettings(chunk_ms, lookahead_ms, context_ms, sample_rate)
-        elif (chunk_ms, lookahead_ms, context_ms, sample_rate) != (DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_MS,
-                                                                   DEFAULT_CONTEXT_MS, SAMPLE_RATE):
+        elif lengths_given or sample_rate != SAMPLE_RATE:
             raise SettingsError("pass the stream's lengths and rate either as settings= or as keywords, not both")
         for name, value in bundle.items():
             given = getattr(settings, name)

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from audiotok.runtime.stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS
+from audiotok.runtime.stream_target import LADDER
 from conftest import run_cli
 
 
@@ -25,14 +27,22 @@ def test_json_holds_offline_rtf_per_thread_count_and_the_default_stream(bench_re
         assert 0 < row["rtf"] <= row["median_rtf"] and row["peak_rss_mb"] > 10
         assert row["gmac_per_wall_second"] == pytest.approx(report["gmac_per_second"] / row["rtf"], rel=1e-3)
     # the default setting is measured first and is what "stream" holds; a repeated setting runs once
+    # then one row per default --latency-ms target, on the ladder's setting chosen for it
     settings = [(s["chunk_ms"], s["lookahead_ms"], s["context_ms"]) for s in report["streams"]]
-    assert settings == [(640, 80, 640), (320, 80, 320)]
+    assert settings[:2] == [(DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_MS, DEFAULT_CONTEXT_MS), (320, 80, 320)]
+    assert [s["target_ms"] for s in report["streams"]] == [None, None, 250, 400] and not report["unreachable"]
+    assert all(setting in LADDER for setting in settings[2:])
     stream = report["stream"]
-    assert stream == report["streams"][0] and stream["window_ms"] == 1360 and stream["cores"] > 0
-    assert stream["latency_ms"] == pytest.approx(80 + stream["compute_ms"])
+    window = DEFAULT_CHUNK_MS + DEFAULT_LOOKAHEAD_MS + DEFAULT_CONTEXT_MS
+    assert stream == report["streams"][0] and stream["window_ms"] == window and stream["cores"] > 0
+    assert stream["latency_ms"] == pytest.approx(DEFAULT_LOOKAHEAD_MS + stream["compute_ms"])
     for s in report["streams"]:
         assert s["keeps_up"] == (s["headroom"] >= 2.0)
         assert s["headroom"] == pytest.approx(s["chunk_ms"] / s["compute_p95_ms"])
+        # the first frame of a chunk waits for the rest of it and the lookahead, then for its window
+        first_wait = s["chunk_ms"] - 20 + max(s["lookahead_ms"], 20)
+        assert s["frame_max_ms"] >= first_wait + s["compute_ms"] >= s["frame_p50_ms"] > s["lookahead_ms"]
+        assert s["agreement"] == 1.0  # logmel: every frame sees only its own samples
     info = json.loads(run_cli("info", logmel_bundle).stdout)["compute"]
     assert report["gmac_per_second"] == pytest.approx(info["gmac_per_second"], rel=1e-3)  # same 30 s count
     assert report["stream_gmac_per_second"] == pytest.approx(info["stream"]["gmac_per_second"], rel=1e-3)
@@ -55,6 +65,8 @@ def test_tables_and_a_recommendation_line_on_a_file(logmel_bundle, speech_dir):
     (["--stream", "650:80:640"], "not a whole number of 20 ms frames"),
     (["--seconds", "0"], "--seconds must be in"),
     (["--stream-threads", "0"], "--stream-threads must be at least 1"),
+    (["--latency-ms", "0"], "--latency-ms must be positive, got 0"),
+    (["--latency-ms", "250", "abc"], "--latency-ms must be a number of milliseconds, got 'abc'"),
 ])
 def test_bad_settings_are_one_line(logmel_bundle, args, needle):
     result = run_cli("bench", logmel_bundle, *args)

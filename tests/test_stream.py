@@ -22,6 +22,7 @@ import pytest
 from audiotok.runtime import SettingsError, Tokenizer
 from audiotok.runtime.constants import frame_count
 from audiotok.runtime.stream import StreamSettings
+from audiotok.runtime.stream_target import LADDER
 from audiotok.runtime.unit_runs import dedup
 from audiotok.runtime.windowing import plan_windows
 from conftest import run_cli, write_wav
@@ -60,6 +61,16 @@ def test_logmel_stream_equals_offline(logmel, speech5, block, chunk_ms, lookahea
     offline = logmel.tokenize(speech5, sample_rate=RATE)
     assert np.array_equal(units, offline)
     assert starts == list(range(0, len(offline), chunk_ms // 20))
+
+
+@pytest.mark.parametrize("setting", LADDER)
+@pytest.mark.parametrize("block", [333, 16_000])
+def test_every_latency_setting_streams_offline_units(logmel, speech5, block, setting):
+    """The settings --latency-ms chooses from: every frame once, in order, logmel units exact."""
+    units, starts = streamed(logmel.stream(settings=StreamSettings(*setting)), speech5, block)
+    offline = logmel.tokenize(speech5, sample_rate=RATE)
+    assert np.array_equal(units, offline)
+    assert starts == list(range(0, len(offline), setting[0] // 20))
 
 
 def test_stream_accepts_a_settings_object(logmel, speech5):
@@ -178,6 +189,13 @@ def test_context_covering_the_input_gives_offline_units(tiny, speech_16k, chunk_
     assert np.array_equal(units, tiny.tokenize(clip, sample_rate=RATE))
 
 
+@pytest.mark.parametrize("setting", LADDER[::3])
+def test_every_frame_once_in_order_with_a_transformer_encoder(tiny, speech_16k, setting):
+    clip = speech_16k[: 3 * RATE]
+    units, starts = streamed(tiny.stream(settings=StreamSettings(*setting)), clip, 1_234)
+    assert len(units) == frame_count(len(clip)) and starts == list(range(0, len(units), setting[0] // 20))
+
+
 def test_each_window_is_computed_on_its_own_samples(tiny, speech_16k):
     """Short windows: the stream's units are those of each window run alone (normalised on its own
     statistics when the bundle normalises), whatever the block size, and mostly agree with offline."""
@@ -283,12 +301,37 @@ def test_ctrl_c_flushes_and_exits_zero(logmel_bundle, logmel, pcm):
     (["--rate", "10000000", "--input", "-"], "--rate must be 1000..768000 Hz, got 10000000"),
     (["--channels", "100000000", "--input", "-"], "--channels must be 1..64, got 100000000"),
     (["--f32le"], "--f32le describes raw PCM on stdin; use it with --input -"),
+    (["--latency-ms", "0"], "--latency-ms must be positive, got 0"),
+    (["--latency-ms", "-5"], "--latency-ms must be positive, got -5"),
+    (["--latency-ms", "abc"], "--latency-ms must be a number of milliseconds, got 'abc'"),
+    (["--latency-ms", "50"], "--latency-ms 50 is below what any stream setting can reach: the shortest "
+                             "(chunk/lookahead/context 80/40/160 ms) waits 97 ms per frame (p95) before any compute"),
+    (["--latency-ms", "250", "--chunk-ms", "320"],
+     "--latency-ms chooses --chunk-ms, --lookahead-ms and --context-ms; pass one or the other"),
 ])
 def test_bad_settings_fail_before_any_audio_is_read(tmp_path, args, message):
     """The default input is the microphone, which does not exist here: the settings error comes first."""
     result = run_cli("stream", tmp_path / "missing.onnx", *args, env={"HOME": str(tmp_path)})
     assert result.returncode == 1
     assert result.stderr.decode().strip().splitlines() == [f"audiotok: error: {message}"]
+
+
+def test_a_target_this_device_cannot_reach_fails_before_any_audio_is_read(logmel_bundle, tmp_path):
+    """97 ms is the shortest setting's wait with free compute: any real compute puts it out of reach.
+    The calibration runs on the bundle; the microphone (absent here) is never opened."""
+    result = run_cli("stream", logmel_bundle, "--latency-ms", "97", env={"HOME": str(tmp_path)})
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("audiotok: error: --latency-ms 97 is below what this device can do with this "
+                               "bundle: at best chunk/lookahead/context 80/40/160 ms: per-frame p95 ~")
+
+
+def test_latency_target_streams_offline_units(logmel_bundle, logmel, pcm):
+    result = run_cli("stream", logmel_bundle, "--input", "-", "--latency-ms", "300", input=pcm.astype("<i2").tobytes())
+    assert result.returncode == 0, result.stderr.decode()
+    assert _units(result.stdout) == logmel.tokenize(pcm, sample_rate=RATE).tolist()
+    said = result.stderr.decode().strip().splitlines()
+    assert len(said) == 1 and said[0].startswith("audiotok: --latency-ms 300: chunk/lookahead/context ")
 
 
 # --- the microphone, through PortAudio and ALSA's file plugin ------------------------------------

@@ -6,10 +6,13 @@ of one `audiotok tokenize`-style pass over the input, and the process's peak mem
 count runs in a fresh process: one warm-up pass, then the best of up to --runs timed passes.
 
 Stream: for each --stream CHUNK:LOOKAHEAD:CONTEXT setting (milliseconds; the default setting of
-`audiotok stream` is always measured), the compute of one window, the share of a core the stream
-needs (CPU seconds per audio second), the latency it adds (lookahead + one window's compute) and
-whether it keeps up with 2x headroom (a window computes in at most half a chunk). Streams run
-with --stream-threads threads, like `audiotok stream --threads`.
+`audiotok stream` is always measured) and for each --latency-ms target (the setting
+`audiotok stream --latency-ms` chooses here, or why none fits), the compute of one window, the
+share of a core the stream needs (CPU seconds per audio second), per-frame latency (p50/p95/max
+over every frame: its wait for the rest of its chunk and the lookahead, plus its window's measured
+compute), the chunk-end latency (lookahead + median compute), agreement with offline units of the
+same input, and whether it keeps up with 2x headroom (a window computes in at most half a chunk).
+Streams run with --stream-threads threads, like `audiotok stream --threads`.
 
 Last, a recommendation: the threads and stream setting that keep up with 2x headroom, or what to
 change when none does. The input is synthetic speech-like audio unless --audio gives a file.
@@ -19,6 +22,7 @@ after 8 s of timed passes), and about 8 s per stream setting; lower --seconds or
 Examples:
   audiotok bench units.onnx
   audiotok bench units.onnx --threads 1 2 4 --stream 640:80:640 320:80:320
+  audiotok bench units.onnx --latency-ms 250 400 600
   audiotok bench units.onnx --audio speech.flac --seconds 10 --json
 """
 
@@ -44,6 +48,7 @@ from ..corpus.engine import available_cores
 from ..errors import AudioError, AudiotokError, SettingsError
 from ..session import open_session
 from ..stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, StreamSettings
+from ..stream_target import frame_waits_ms, latency_target
 from ..synthetic_speech import speech_like
 from .options import add_provider_argument
 from .numbers import integer, number, threads
@@ -54,6 +59,7 @@ WORKER_TIMEOUT_S = 900
 BUDGET_S = 8.0  # timed seconds per measurement after which no further pass or window starts
 STREAM_SPEC = re.compile(r"^(\d+(?:\.\d+)?):(\d+(?:\.\d+)?):(\d+(?:\.\d+)?)$")
 DEFAULT_STREAM = (DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_MS, DEFAULT_CONTEXT_MS)
+DEFAULT_TARGETS = (250.0, 400.0)  # --latency-ms targets measured unless others are given
 
 
 def stream_spec(text: str) -> tuple[float, float, float]:
@@ -74,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream", nargs="+", default=[], metavar="C:L:X",
                         help="stream settings chunk:lookahead:context in ms, measured besides the default "
                              f"{DEFAULT_CHUNK_MS}:{DEFAULT_LOOKAHEAD_MS}:{DEFAULT_CONTEXT_MS}")
+    parser.add_argument("--latency-ms", nargs="+", default=[f"{t:g}" for t in DEFAULT_TARGETS], metavar="MS",
+                        help="per-frame latency targets: the setting `audiotok stream --latency-ms` chooses for "
+                             "each ('none' for none)")
     parser.add_argument("--stream-threads", type=threads("--stream-threads"), default=1, metavar="N",
                         help="onnxruntime threads per stream (as audiotok stream --threads)")
     parser.add_argument("--runs", type=integer("--runs", high=1000),
@@ -105,10 +114,27 @@ class StreamResult:
     compute_ms: float  # median wall time of one window
     compute_p95_ms: float
     cores: float  # CPU seconds per second of audio: the share of a core the stream needs
-    latency_ms: float  # lookahead + median window compute
+    latency_ms: float  # chunk-end: lookahead + median window compute
     headroom: float  # chunk / p95 window compute
     keeps_up: bool  # headroom >= HEADROOM
     peak_rss_mb: float
+    frame_p50_ms: float  # per frame: its wait for later audio + its window's compute, over every frame
+    frame_p95_ms: float
+    frame_max_ms: float
+    agreement: float  # fraction of streamed frames whose unit equals the offline unit
+    target_ms: float | None = None  # the --latency-ms target this setting was chosen for
+
+
+@dataclass(frozen=True)
+class Unreachable:
+    target_ms: float
+    reason: str  # what this device can do instead
+
+
+def _targets(values: list[str]) -> list[float]:
+    if values == ["none"]:
+        return []
+    return list(dict.fromkeys(latency_target(v) for v in values))
 
 
 def _check(args: argparse.Namespace) -> list[tuple[float, float, float]]:
@@ -121,6 +147,7 @@ def _check(args: argparse.Namespace) -> list[tuple[float, float, float]]:
         raise SettingsError(f"--stream-threads must be at least 1, got {args.stream_threads}")
     if args.runs < 1:
         raise SettingsError(f"--runs must be at least 1, got {args.runs}")
+    args.latency_ms = _targets(args.latency_ms)
     settings = [DEFAULT_STREAM]
     for text in args.stream:
         spec = stream_spec(text)
@@ -167,16 +194,21 @@ def _offline(measured: dict, threads: int | None, seconds: float, gmac: float | 
                          gmac * seconds / walls[best] if gmac else None)
 
 
-def _stream(measured: dict, setting: tuple[float, float, float]) -> StreamResult:
+def _stream(measured: dict, setting: tuple[float, float, float] | None, target: float | None = None) -> StreamResult:
+    if setting is None:
+        chosen = measured["chosen"]
+        setting = (chosen["chunk_ms"], chosen["lookahead_ms"], chosen["context_ms"])
     chunk, lookahead, context = setting
     computes = np.asarray(measured["computes"]) * 1000
     if not len(computes):
-        raise AudiotokError(f"bench: the input is too short for one {chunk} ms stream chunk; use more --seconds")
+        raise AudiotokError(f"bench: the input is too short for one {chunk:g} ms stream chunk; use more --seconds")
     median, p95 = float(np.median(computes)), float(np.percentile(computes, 95))
     headroom = chunk / p95
+    frames = (frame_waits_ms(chunk, lookahead)[None, :] + computes[:, None]).ravel()
     return StreamResult(chunk, lookahead, context, chunk + lookahead + context, len(computes), median, p95,
                         measured["cpu_s"] / measured["audio_s"], lookahead + median, headroom, headroom >= HEADROOM,
-                        measured["peak_rss_mb"])
+                        measured["peak_rss_mb"], float(np.percentile(frames, 50)), float(np.percentile(frames, 95)),
+                        float(frames.max()), measured["agreement"], target)
 
 
 def recommend(offline: list[OfflineResult], streams: list[StreamResult], precision: str) -> str:
@@ -188,9 +220,10 @@ def recommend(offline: list[OfflineResult], streams: list[StreamResult], precisi
         parts.append(f"offline: --threads {pick.threads or 'auto'} runs {1 / pick.rtf:.1f}x faster than real time")
     ok = [s for s in streams if s.keeps_up]
     if ok:
-        pick = ok[0] if ok[0] == streams[0] else min(ok, key=lambda s: s.latency_ms)
+        pick = ok[0] if ok[0] == streams[0] else min(ok, key=lambda s: s.frame_p95_ms)
         parts.append(f"stream: {pick.chunk_ms:g}:{pick.lookahead_ms:g}:{pick.context_ms:g} keeps up with "
-                     f"{pick.headroom:.1f}x headroom, {pick.cores:.2f} of a core, ~{pick.latency_ms:.0f} ms latency")
+                     f"{pick.headroom:.1f}x headroom, {pick.cores:.2f} of a core, ~{pick.frame_p95_ms:.0f} ms per-frame "
+                     f"latency (p95)")
     if not fast or not ok:
         cheaper = ["the int8 bundle (audiotok export --precision int8)"] if precision != "int8" else []
         cheaper += ["a lower --layer", "a shorter context (e.g. --stream 640:80:320)"]
@@ -214,12 +247,17 @@ def _print_tables(report: dict) -> None:
         print(f"| {r['threads'] or 'auto'} | {r['rtf']:.3f} | {1 / r['rtf']:.1f} | {r['median_rtf']:.3f} | "
               f"{r['cpu_cores']:.2f} | {gmacs} | {r['peak_rss_mb']:.0f} | {r['load_s']:.2f} |")
     print(f"\nstream (threads {report['stream_threads']}; fresh process per setting)")
-    print("| chunk:lookahead:context ms | window ms | compute ms (p95) | cores | latency ms | headroom | keeps up |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| target ms | chunk:lookahead:context ms | window ms | compute ms (p95) | cores | per-frame p50 ms | "
+          "p95 ms | max ms | chunk-end ms | agreement | headroom | keeps up |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for s in report["streams"]:
-        print(f"| {s['chunk_ms']:g}:{s['lookahead_ms']:g}:{s['context_ms']:g} | {s['window_ms']:g} | "
-              f"{s['compute_ms']:.0f} ({s['compute_p95_ms']:.0f}) | {s['cores']:.3f} | {s['latency_ms']:.0f} | "
+        target = f"{s['target_ms']:g}" if s["target_ms"] else "-"
+        print(f"| {target} | {s['chunk_ms']:g}:{s['lookahead_ms']:g}:{s['context_ms']:g} | {s['window_ms']:g} | "
+              f"{s['compute_ms']:.0f} ({s['compute_p95_ms']:.0f}) | {s['cores']:.3f} | {s['frame_p50_ms']:.0f} | "
+              f"{s['frame_p95_ms']:.0f} | {s['frame_max_ms']:.0f} | {s['latency_ms']:.0f} | {s['agreement']:.1%} | "
               f"{s['headroom']:.1f}x | {'yes' if s['keeps_up'] else 'no'} |")
+    for u in report["unreachable"]:
+        print(f"| {u['target_ms']:g} | cannot: {u['reason']} |")
     print(f"\nrecommendation: {report['recommendation']}")
 
 
@@ -231,7 +269,8 @@ def run(args: argparse.Namespace) -> int:
     cores = available_cores()
     thread_counts = args.threads or ([None, 1] if cores > 1 else [None])
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    jobs = [("offline", t) for t in dict.fromkeys(thread_counts)] + [("stream", s) for s in settings]
+    jobs = ([("offline", t) for t in dict.fromkeys(thread_counts)] + [("stream", s) for s in settings]
+            + [("target", t) for t in args.latency_ms])
     results: list[tuple[str, object, dict]] = []
     with tempfile.TemporaryDirectory(prefix="audiotok-bench-") as tmp:
         np.save(Path(tmp) / "audio.npy", audio)
@@ -240,8 +279,10 @@ def run(args: argparse.Namespace) -> int:
             spec = {**base, "mode": mode, "runs": args.runs, "budget_s": BUDGET_S}
             if mode == "offline":
                 spec["threads"] = value
-            else:
+            elif mode == "stream":
                 spec.update(threads=args.stream_threads, stream=dict(zip(("chunk_ms", "lookahead_ms", "context_ms"), value)))
+            else:
+                spec.update(mode="stream", threads=args.stream_threads, stream={"latency_ms": value})
             results.append((mode, value, _run_worker(spec, Path(tmp), f"{mode}-{i}")))
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     model = CostModel(args.bundle, manifest)
@@ -250,6 +291,8 @@ def run(args: argparse.Namespace) -> int:
     window = sum(model.macs(stream_window_frames()).values())
     offline = [_offline(m, v, seconds, gmac) for mode, v, m in results if mode == "offline"]
     streams = [_stream(m, v) for mode, v, m in results if mode == "stream"]
+    streams += [_stream(m, None, v) for mode, v, m in results if mode == "target" and "unreachable" not in m]
+    unreachable = [Unreachable(v, m["unreachable"]) for mode, v, m in results if mode == "target" and "unreachable" in m]
     auto = next((r for r in offline if r.threads is None), offline[0])
     report = {
         "bundle": str(args.bundle), "encoder_type": manifest.encoder_type, "layer": manifest.layer, "k": manifest.k,
@@ -257,6 +300,7 @@ def run(args: argparse.Namespace) -> int:
         "gmac_per_second": gmac, "stream_gmac_per_second": to_gmac(window * 1000 / DEFAULT_CHUNK_MS),
         "rtf": auto.rtf, "threads": auto.threads, "stream": asdict(streams[0]), "stream_threads": args.stream_threads,
         "offline": [asdict(r) for r in offline], "streams": [asdict(s) for s in streams],
+        "unreachable": [asdict(u) for u in unreachable],
         "recommendation": recommend(offline, streams, manifest.precision),
         "load_average": [load_before, load_after],
     }

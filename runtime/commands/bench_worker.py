@@ -8,7 +8,10 @@ Offline: load the bundle, tokenize the input once to warm up, then time up to ``
 (stopping early after ``budget_s``); report every pass, CPU time, and the process's peak RSS.
 Stream: feed the input through a :class:`~audiotok.runtime.stream.Stream` in 20 ms blocks as fast
 as it takes them, time each window, and count the process CPU time per second of audio the
-emitted chunks cover: the share of a core the stream needs to keep up live.
+emitted chunks cover: the share of a core the stream needs to keep up live. The emitted units are
+compared with one offline pass over the same input (agreement). With ``latency_ms`` the settings
+are first chosen for that target as `audiotok stream --latency-ms` chooses them (calibration
+included); a target out of reach is reported as ``unreachable`` with its one-line reason.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import FRAME_SECONDS, SAMPLE_RATE
+from ..errors import SettingsError
 from ..tokenizer import Tokenizer
 
 BLOCK_MS = 20  # what a microphone callback delivers at a time
@@ -51,10 +55,20 @@ def offline(tokenizer: Tokenizer, audio: np.ndarray, runs: int, budget_s: float)
 
 
 def stream(tokenizer: Tokenizer, audio: np.ndarray, settings: dict, budget_s: float) -> dict:
+    chosen = {}
+    if "latency_ms" in settings:
+        try:
+            prediction = tokenizer.settings_for_latency(settings["latency_ms"])
+        except SettingsError as exc:
+            return {"unreachable": str(exc)}
+        s = prediction.settings
+        settings = {"chunk_ms": s.chunk_ms, "lookahead_ms": s.lookahead_ms, "context_ms": s.context_ms}
+        chosen = {"chosen": settings, "predicted_p95_ms": prediction.p95_ms}
     live = tokenizer.stream(chunk_ms=settings["chunk_ms"], lookahead_ms=settings["lookahead_ms"],
                             context_ms=settings["context_ms"])
     block = SAMPLE_RATE * BLOCK_MS // 1000
     computes: list[float] = []
+    units: list[np.ndarray] = []
     frames = 0
     cpu0 = wall0 = None
     for lo in range(0, len(audio), block):
@@ -62,6 +76,7 @@ def stream(tokenizer: Tokenizer, audio: np.ndarray, settings: dict, budget_s: fl
         chunks = live.accept(audio[lo:lo + block])
         if not chunks:
             continue
+        units.extend(c.units for c in chunks)
         if cpu0 is None:  # the first window warms up; timing starts after it
             cpu0, wall0 = time.process_time(), time.perf_counter()
             continue
@@ -70,8 +85,12 @@ def stream(tokenizer: Tokenizer, audio: np.ndarray, settings: dict, budget_s: fl
         if len(computes) >= MIN_STREAM_WINDOWS and time.perf_counter() - wall0 > budget_s:
             break
     if not computes:
-        return {"computes": [], "cpu_s": 0.0, "audio_s": 0.0}
-    return {"computes": computes, "cpu_s": time.process_time() - cpu0, "audio_s": frames * FRAME_SECONDS}
+        return {"computes": [], "cpu_s": 0.0, "audio_s": 0.0, **chosen}
+    cpu_s = time.process_time() - cpu0
+    streamed = np.concatenate(units)
+    offline = tokenizer.tokenize(audio, sample_rate=SAMPLE_RATE)[: len(streamed)]
+    return {"computes": computes, "cpu_s": cpu_s, "audio_s": frames * FRAME_SECONDS,
+            "agreement": float(np.mean(streamed == offline)), **chosen}
 
 
 def main(argv: list[str]) -> int:

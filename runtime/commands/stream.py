@@ -4,7 +4,9 @@ Input is the microphone (default), raw PCM on stdin (`--input -`, s16le unless -
 audio file fed as a stream (to check settings against `audiotok tokenize`). Each window the
 bundle runs on is --context-ms of past audio + a --chunk-ms chunk + --lookahead-ms of future
 audio; the chunk's units are printed (and flushed) once its lookahead has arrived, so a frame's
-unit appears about lookahead + one window's compute after its audio. End of input, --seconds
+unit appears after the rest of its chunk, the lookahead and one window's compute. --latency-ms
+chooses the three lengths for a per-frame latency target on this device instead (the choice is
+printed on stderr; a target out of reach is refused before any audio is read). End of input, --seconds
 and Ctrl-C all print the remaining frames and exit 0; input that ends before its first sample
 is an error, as in `audiotok tokenize` ("empty audio"). A read error or broken audio mid-stream
 prints the remaining frames of what arrived, then one error line (exit 1). Overruns (audio lost
@@ -20,6 +22,7 @@ Examples:
   arecord -q -f S16_LE -r 16000 -c 1 | audiotok stream units.onnx --input -
   ffmpeg -loglevel error -i talk.mp3 -f s16le -ac 1 -ar 16000 - | audiotok stream units.onnx --input -
   sox -q -d -t raw -e signed -b 16 -c 1 -r 16000 - | audiotok stream units.onnx --input -
+  audiotok stream units.onnx --latency-ms 250                  # settings chosen for this device
   audiotok stream units.onnx --input speech.wav --chunk-ms 320 --lookahead-ms 160
 """
 
@@ -42,6 +45,7 @@ from ..errors import AudioError, AudiotokError, BundleError, SettingsError
 from ..pcm import pcm_blocks
 from ..preprocess import CHANNEL_MEAN, parse_channel
 from ..stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, StreamSettings, UnitChunk
+from ..stream_target import latency_target
 from ..tokenizer import Tokenizer
 from ..unit_runs import dedup
 from .options import add_provider_argument
@@ -84,12 +88,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--f32le", action="store_true", help="stdin PCM is 32-bit float, not signed 16-bit")
     parser.add_argument("--seconds", type=number("--seconds"),
                         default=None, help="stop after this much audio (when not given: at end of input or Ctrl-C)")
-    parser.add_argument("--chunk-ms", type=number("--chunk-ms"), default=DEFAULT_CHUNK_MS,
-                        help="frames emitted per window, in ms (a multiple of 20)")
-    parser.add_argument("--lookahead-ms", type=number("--lookahead-ms"), default=DEFAULT_LOOKAHEAD_MS,
-                        help="future audio each window sees, in ms (adds that much latency)")
-    parser.add_argument("--context-ms", type=number("--context-ms"), default=DEFAULT_CONTEXT_MS,
-                        help="past audio each window sees, in ms (costs compute)")
+    parser.add_argument("--latency-ms", default=None,
+                        help="per-frame latency target (p95, ms): chunk, lookahead and context are chosen for it "
+                             "after a short calibration on this device; instead of the three below")
+    parser.add_argument("--chunk-ms", type=number("--chunk-ms"), default=None,
+                        help=f"frames emitted per window, in ms (a multiple of 20; default {DEFAULT_CHUNK_MS})")
+    parser.add_argument("--lookahead-ms", type=number("--lookahead-ms"), default=None,
+                        help=f"future audio each window sees, in ms (adds that much latency; default "
+                             f"{DEFAULT_LOOKAHEAD_MS})")
+    parser.add_argument("--context-ms", type=number("--context-ms"), default=None,
+                        help=f"past audio each window sees, in ms (costs compute; default {DEFAULT_CONTEXT_MS})")
     parser.add_argument("--format", choices=STREAM_FORMATS, default="txt", help="txt: one line of ids per chunk; "
                         "jsonl: one object per chunk")
     parser.add_argument("--dedup", action="store_true", help="collapse repeated units, also across chunk edges")
@@ -98,9 +106,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="onnxruntime intra-op threads per stream (1 keeps a stream within one core)")
 
 
-def _check(args: argparse.Namespace) -> StreamSettings:
-    """Every setting, before the bundle or any audio is opened."""
-    settings = StreamSettings(args.chunk_ms, args.lookahead_ms, args.context_ms)
+def _check(args: argparse.Namespace) -> StreamSettings | float:
+    """Every setting, before the bundle or any audio is opened: the window lengths, or a latency target."""
+    lengths = (args.chunk_ms, args.lookahead_ms, args.context_ms)
+    if args.latency_ms is not None:
+        if any(v is not None for v in lengths):
+            raise SettingsError("--latency-ms chooses --chunk-ms, --lookahead-ms and --context-ms; pass one or the other")
+        settings: StreamSettings | float = latency_target(args.latency_ms)
+    else:
+        defaults = (DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_MS, DEFAULT_CONTEXT_MS)
+        settings = StreamSettings(*(d if v is None else v for v, d in zip(lengths, defaults)))
     if args.seconds is not None and not args.seconds > 0:
         raise SettingsError(f"--seconds must be positive, got {args.seconds:g}")
     if args.rate is not None and not MIN_SAMPLE_RATE <= args.rate <= MAX_SAMPLE_RATE:
@@ -248,9 +263,19 @@ def interrupt_between_blocks() -> Iterator[dict[str, bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _settings_for(tokenizer: Tokenizer, target: StreamSettings | float) -> StreamSettings:
+    """The window lengths: given, or chosen for a latency target on this device (said on stderr)."""
+    if isinstance(target, StreamSettings):
+        return target
+    chosen = tokenizer.settings_for_latency(target)
+    print(f"audiotok: --latency-ms {target:g}: {chosen.describe()} (predicted on this device)", file=sys.stderr)
+    return chosen.settings
+
+
 def run(args: argparse.Namespace) -> int:
-    settings = _check(args)
+    target = _check(args)
     tokenizer = Tokenizer(args.bundle, providers=args.provider, threads=args.threads, channel=args.channel)
+    settings = _settings_for(tokenizer, target)  # a target this device cannot reach fails here, before audio
     writer = ChunkWriter(sys.stdout, args.format, args.dedup)
     with open_source(args, tokenizer.preprocess.channel) as (rate, blocks, mic), interrupt_between_blocks() as state:
         stream = tokenizer.stream(chunk_ms=settings.chunk_ms, lookahead_ms=settings.lookahead_ms,
