@@ -26,6 +26,7 @@ import onnxruntime as ort
 
 from audiotok.runtime.session import session_options
 
+from .container import EXTERNAL_MIN_BYTES, save_stage
 from .quiet import quiet
 
 TRANSFORMER_MODEL_TYPE = "bert"  # onnxruntime.transformers' fusion set matching wav2vec2-style blocks
@@ -36,6 +37,10 @@ def basic_optimize(source: Path, target: Path) -> None:
     options = session_options()  # audiotok's logging settings, at the provider-neutral level only
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(target)
+    # Weights into a file beside the result: a model past 2 GB cannot be one protobuf.
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", target.name + ".data")
+    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
+                                     str(EXTERNAL_MIN_BYTES))
     ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
 
 
@@ -47,7 +52,7 @@ def fuse_transformer(source: Path, target: Path) -> dict[str, int]:
         optimized = optimize_model(str(source), model_type=TRANSFORMER_MODEL_TYPE, num_heads=0, hidden_size=0,
                                    opt_level=0)
         fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
-        optimized.save_model_to_file(str(target), use_external_data_format=False)
+        optimized.save_model_to_file(str(target), use_external_data_format=True, size_threshold=EXTERNAL_MIN_BYTES)
     return fused
 
 
@@ -58,5 +63,5 @@ def optimize_graph(source: Path, target: Path, *, transformer: bool) -> dict[str
         basic_optimize(source, folded)
         if transformer:
             return fuse_transformer(folded, target)
-        onnx.save(onnx.load(str(folded)), str(target))
+        save_stage(onnx.load(str(folded)), target)
     return {}

@@ -35,7 +35,7 @@ from .constants import FRAME_MS, SAMPLE_RATE, frame_count, samples_for_frames
 from .errors import BundleError
 from .manifest import Manifest
 from .onnx_nodes import Node, read_graph
-from .session import INPUT_NAME, OUTPUT_NAME, require_self_contained, session_options
+from .session import INPUT_NAME, OUTPUT_NAME, inference_session, require_self_contained, session_options
 from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS
 
 STAGES = ("cnn", "positional_conv", "transformer_linear", "attention", "nearest_centroid")
@@ -157,7 +157,7 @@ def profile_shapes(bundle: str | os.PathLike, frames: tuple[int, ...]) -> list[d
     with tempfile.TemporaryDirectory(prefix="audiotok-compute-") as tmp:
         options.profile_file_prefix = str(Path(tmp) / "profile")
         try:
-            session = ort.InferenceSession(str(bundle), options, providers=["CPUExecutionProvider"])
+            session = inference_session(bundle, options, ["CPUExecutionProvider"])
             for count in frames:
                 audio = (0.1 * rng.standard_normal(samples_for_frames(count))).astype(np.float32)
                 session.run([OUTPUT_NAME], {INPUT_NAME: audio[None, :]})
