@@ -7,7 +7,7 @@ under ``/usr/bin/time -v`` (peak RSS is that command's alone):
 
   export      fp32, fp16 and int8 bundles (--layout auto): wall time, peak RSS, bundle size, layout,
               and whether anything was written beside the bundle (it must not be)
-  tokenize    each bundle on --seconds of unseen speech: real-time factor and peak RSS, against
+  tokenize    each bundle on unseen speech (espeak-ng, about 12 s): real-time factor and peak RSS, against
               the acceptance bound 1.3 x bundle size + 600 MB
   parity      the fp32 bundle's units against transformers' ``hidden_states[35]`` + numpy argmin
               on every frame of the unseen speech
@@ -16,7 +16,7 @@ under ``/usr/bin/time -v`` (peak RSS is that command's alone):
 float32). Prints one JSON object; README's figures come from it.
 
 Example (about 30-60 minutes and 8 GB of memory on 2 cores; files under --workdir):
-  python benchmarks/large_bundle.py --workdir /work/tmp/large --layout xlsr-1b --seconds 30
+  python benchmarks/large_bundle.py --workdir /work/tmp/large --layout xlsr-1b
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from audiotok.runtime.audio import file_blocks
 
 SAMPLE_RATE = 16_000
 LAYOUTS = {
@@ -98,8 +100,6 @@ def reference_units(checkpoint: Path, layer: int, centroids: np.ndarray, files: 
     import torch
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-    from audiotok.runtime.audio import file_blocks
-
     model = Wav2Vec2Model.from_pretrained(checkpoint).eval()
     extractor = Wav2Vec2FeatureExtractor.from_pretrained(checkpoint)
     units = {}
@@ -118,14 +118,13 @@ def tokenized(stdout: str) -> dict[str, np.ndarray]:
     return {Path(name).name: np.array(text.split(), dtype=np.int64) for name, text in rows}
 
 
-def run(workdir: Path, layout: str, seconds: float, precisions: tuple[str, ...]) -> dict:
+def run(workdir: Path, layout: str, precisions: tuple[str, ...]) -> dict:
     spec = LAYOUTS[layout]
     checkpoint = build_checkpoint(workdir / f"{layout}-checkpoint", spec["config"])
     train = speech(workdir / "train", SENTENCES[:4], ("en", "en-us"))
     unseen = speech(workdir / "unseen", SENTENCES[4:], ("en-gb", "en"))
     unseen_files = sorted(unseen.glob("*.wav"))
-    audio_seconds = sum(len(np.concatenate(list(__import__("audiotok.runtime.audio", fromlist=["x"])
-                                                 .file_blocks(p)))) for p in unseen_files) / SAMPLE_RATE
+    audio_seconds = sum(sum(len(b) for b in file_blocks(p)) for p in unseen_files) / SAMPLE_RATE
     centroids_path = workdir / f"{layout}-k{spec['k']}.npy"
     report: dict = {"layout": layout, "layer": spec["layer"], "k": spec["k"], "unseen_audio_seconds": audio_seconds}
     if not centroids_path.exists():
@@ -166,11 +165,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True, help="checkpoint, audio and bundles go here")
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="xlsr-1b")
-    parser.add_argument("--seconds", type=float, default=30.0, help="unused: the unseen speech is fixed")
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    print(json.dumps(run(args.workdir, args.layout, args.seconds, tuple(args.precision)), indent=2))
+    print(json.dumps(run(args.workdir, args.layout, tuple(args.precision)), indent=2))
     return 0
 
 
