@@ -3,7 +3,8 @@
 The runtime must not depend on ``onnx`` (it pulls protobuf and is not needed to run a model), and
 onnxruntime does not expose initializers. An ONNX file is a protobuf ``ModelProto``; the few fields
 needed here (graph -> initializer -> name, dims, data_type, raw_data/float_data) are read straight
-from the protobuf wire format, over a memory map so a large bundle is not copied into memory.
+from the protobuf wire format, over a memory map the caller holds (bundle_centroids.py), so a large
+bundle is not copied into memory.
 
 Field numbers are from onnx.proto3 (ModelProto.graph = 7, GraphProto.initializer = 5,
 TensorProto.dims = 1, data_type = 2, float_data = 4, name = 8, raw_data = 9, data_location = 14).
@@ -12,7 +13,6 @@ TensorProto.dims = 1, data_type = 2, float_data = 4, name = 8, raw_data = 9, dat
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -113,8 +113,11 @@ def _packed_varints(buf: memoryview) -> list[int]:
     return values
 
 
+External = Callable[[memoryview], memoryview]  # an external tensor's message -> its bytes (a container's region)
+
+
 def _tensor(buf: memoryview, want: Callable[[TensorInfo], bool],
-            weights: memoryview | None = None) -> tuple[TensorInfo, np.ndarray] | None:
+            external_bytes: External | None = None) -> tuple[TensorInfo, np.ndarray] | None:
     name, dims, data_type, raw, floats, external = "", [], 1, None, None, False
     for number, wire, value in _fields(buf):
         if number == TENSOR_NAME:
@@ -132,12 +135,10 @@ def _tensor(buf: memoryview, want: Callable[[TensorInfo], bool],
     info = TensorInfo(name, tuple(int(d) for d in dims), int(data_type))
     if not want(info):
         return None
-    if external and weights is None:
+    if external and external_bytes is None:
         raise BundleError(f"initializer {name} is stored outside the ONNX file (external data)")
-    if external:  # in a checked container's weight region (bundle_container.py)
-        from .bundle_container import external_bytes
-
-        raw = external_bytes(buf, weights)
+    if external:
+        raw = external_bytes(buf)
     if data_type not in DTYPES:
         raise BundleError(f"initializer {name} has ONNX data type {data_type}, which this reader does not decode")
     dtype = DTYPES[data_type]
@@ -153,29 +154,20 @@ def _tensor(buf: memoryview, want: Callable[[TensorInfo], bool],
     return info, array.reshape(info.dims).astype(dtype.newbyteorder("="))
 
 
-def _scan(model: memoryview, want: Callable[[TensorInfo], bool],
-          weights: memoryview | None = None) -> dict[str, np.ndarray]:
+def scan_initializers(model: memoryview, want: Callable[[TensorInfo], bool],
+                      external_bytes: External | None = None) -> dict[str, np.ndarray]:
+    """The main graph's initializers of a serialized ModelProto for which ``want(info)`` is true (copies).
+
+    External tensors are read through ``external_bytes`` (a container's weight region); without
+    it, one is refused.
+    """
     found: dict[str, np.ndarray] = {}
     for number, wire, graph in _fields(model):
         if number != MODEL_GRAPH or wire != WIRE_LEN:
             continue
         for inner, inner_wire, tensor in _fields(graph):
             if inner == GRAPH_INITIALIZER and inner_wire == WIRE_LEN:
-                hit = _tensor(tensor, want, weights)
+                hit = _tensor(tensor, want, external_bytes)
                 if hit is not None:
                     found[hit[0].name] = hit[1]
     return found
-
-
-def read_initializers(path: str | os.PathLike, want: Callable[[TensorInfo], bool]) -> dict[str, np.ndarray]:
-    """The initializers of the model's main graph for which ``want(info)`` is true, by name (copies).
-
-    Either layout: a plain bundle, or a container whose large tensors are in its weight region.
-    """
-    from .bundle_container import model_view
-
-    with model_view(path) as (model, weights):
-        try:
-            return _scan(model, want, weights)
-        except BundleError as exc:  # the wire-format reader's messages do not know the file's name
-            raise BundleError(f"{path}: {exc}") from None
