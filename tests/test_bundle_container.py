@@ -182,3 +182,9 @@ def test_a_fifo_in_place_of_a_container_is_refused_without_opening_it(tmp_path):
     os.mkfifo(fifo)
     assert error_line(run_cli("info", fifo), alone=True) == \
         f"audiotok: error: {fifo}: is a pipe (FIFO), not an ONNX bundle"
+
+
+def test_verify_measures_a_container_against_torch(container, speech_dir):
+    result = run_cli("verify", container, "--model", "logmel", speech_dir)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().strip().splitlines()[-1].startswith("agreement 100.0000% of ")
