@@ -77,9 +77,10 @@ def _units(stdout: bytes) -> np.ndarray:
 def clips(speech_16k, tmp_path_factory) -> tuple[Path, Path, np.ndarray]:
     """A 1 s clip the export checks parity on, and 2 s of other speech it has never seen."""
     folder = tmp_path_factory.mktemp("large-audio")
-    sf.write(folder / "seen.wav", speech_16k[:SAMPLE_RATE], SAMPLE_RATE)
+    # float WAVs: what the runtime reads is exactly what the reference is given (PCM16 would round it)
+    sf.write(folder / "seen.wav", speech_16k[:SAMPLE_RATE], SAMPLE_RATE, subtype="FLOAT")
     unseen = speech_16k[-2 * SAMPLE_RATE - 123:]
-    sf.write(folder / "unseen.wav", unseen, SAMPLE_RATE)
+    sf.write(folder / "unseen.wav", unseen, SAMPLE_RATE, subtype="FLOAT")
     return folder / "seen.wav", folder / "unseen.wav", unseen
 
 
