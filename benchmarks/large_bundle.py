@@ -43,6 +43,10 @@ LAYOUTS = {
     "wide": dict(config=dict(hidden_size=4096, num_hidden_layers=3, num_attention_heads=16,
                              intermediate_size=16384, num_conv_pos_embeddings=16,
                              num_conv_pos_embedding_groups=64), layer=3, k=64),
+    # a minute's check that the script itself runs, on any machine
+    "tiny": dict(config=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                             conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2),
+                 layer=2, k=16),
 }
 PRECISIONS = ("fp32", "fp16", "int8")
 SENTENCES = [
