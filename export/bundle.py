@@ -12,6 +12,7 @@ into place. Below ``min_agreement`` nothing is written.
 
 from __future__ import annotations
 
+import gc
 import platform
 import tempfile
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from audiotok.runtime.session import INPUT_NAME, OUTPUT_NAME
 from audiotok.runtime.tokenizer import Tokenizer
 
 from .centroids import Centroids, CentroidsError, load_centroids
+from .container import LAYOUT_CHOICES
 from .encoder_rewrites import prepare_for_export
 from .fp16 import to_fp16
 from .graph import UnitGraph
@@ -91,6 +93,7 @@ class ExportConfig:
     feature_norm: str | None = None  # "l2": features L2-normalised in the graph before the nearest centroid
     channel: int | str | None = None  # the channel the runtime takes by default: "mean" or an index
     keep_features: bool = False  # debug: the bundle also outputs the layer's hidden states as "features"
+    layout: str = "auto"  # "onnx", "container" (one file past 2 GB) or auto: container.py
 
     @property
     def required_agreement(self) -> float:
@@ -235,6 +238,8 @@ def _provenance(encoder: Encoder, centroids: Centroids, sidecar: RecordedTrainin
 
 
 def _check_config(config: ExportConfig) -> None:
+    if config.layout not in LAYOUT_CHOICES:
+        raise SettingsError(f"--layout must be one of {', '.join(LAYOUT_CHOICES)}, got {config.layout!r}")
     if config.precision not in PRECISIONS:
         raise SettingsError(f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     check_min_agreement(config.min_agreement)
@@ -257,6 +262,17 @@ def _variant(config: ExportConfig, fp32: Path, folder: Path, clips: list[np.ndar
 
     report = quantize_int8(fp32, target, calibration[0], calibration[1], agreement, progress)
     return target, {"int8": report.as_dict()}
+
+
+def _export_and_release(encoder: Encoder, centroids: Centroids, options: ProcessorOptions, path: Path) -> None:
+    """Export the graph, then let the torch weights go: later stages hold the ONNX copy only, which keeps
+    an export's peak near two copies of the weights at any size."""
+    graph = UnitGraph(prepare_for_export(encoder), centroids.array, options.feature_norm, with_features=True).eval()
+    export_graph(graph, path)
+    del graph
+    for parameter in [*encoder.parameters(), *encoder.buffers()]:
+        parameter.data = torch.empty(0, dtype=parameter.dtype)  # the caller's reference no longer holds weights
+    gc.collect()
 
 
 def export_bundle(config: ExportConfig, progress: Progress = lambda _: None) -> tuple[Manifest, Agreement]:
@@ -282,12 +298,11 @@ def export_bundle(config: ExportConfig, progress: Progress = lambda _: None) -> 
     calibration = _calibration_clips(config, clips, audio) if config.precision == "int8" else ([], "")
     progress("torch reference units")
     reference = torch_reference(encoder, centroids.array, clips, options.feature_norm)
-    graph = UnitGraph(prepare_for_export(encoder), centroids.array, options.feature_norm,
-                      with_features=True).eval()
+    provenance = _provenance(encoder, centroids, sidecar)
     with tempfile.TemporaryDirectory(prefix="audiotok-export-") as tmp:
         folder = Path(tmp)
         progress("exporting to ONNX")
-        export_graph(graph, folder / "graph.onnx")
+        _export_and_release(encoder, centroids, options, folder / "graph.onnx")
         progress("optimizing the graph")
         fused = optimize_graph(folder / "graph.onnx", folder / "fp32.onnx", transformer=spec.encoder_type != "logmel")
         variant, details = _variant(config, folder / "fp32.onnx", folder, clips, reference, calibration, progress)
@@ -296,10 +311,10 @@ def export_bundle(config: ExportConfig, progress: Progress = lambda _: None) -> 
             normalization=spec.normalization, precision=config.precision, opset=OPSET,
             centroids_sha256=centroids.sha256, audiotok_version=__version__, licence=spec.licence,
             frame_rule=options.frame_rule, feature_norm=options.feature_norm, channel=options.channel,
-            provenance={**_provenance(encoder, centroids, sidecar), "optimizations": {"fused": fused}, **details},
+            provenance={**provenance, "optimizations": {"fused": fused}, **details},
         )
         staged = folder / "bundle.onnx"
-        attach_manifest(variant, staged, manifest, keep_features=True)
+        attach_manifest(variant, staged, manifest, keep_features=True, layout=config.layout)
         progress("measuring agreement")
         tokenizer = Tokenizer(staged, providers=config.providers)
 
@@ -320,5 +335,5 @@ def export_bundle(config: ExportConfig, progress: Progress = lambda _: None) -> 
         manifest = Manifest(**{**asdict(manifest), "agreement": {**agreement.as_dict("torch fp32"),
                                                                  "min_agreement": required}})
         with atomic_path(config.output) as target:
-            attach_manifest(variant, target, manifest, keep_features=config.keep_features)
+            attach_manifest(variant, target, manifest, keep_features=config.keep_features, layout=config.layout)
     return manifest, agreement

@@ -45,6 +45,7 @@ from audiotok.runtime.manifest import PRECISIONS
 from audiotok.runtime.preprocess import FEATURE_NORMS
 
 from .bundle import DEFAULT_MIN_AGREEMENT, ExportConfig, export_bundle
+from .container import LAYOUT_CHOICES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the channel the bundle tokenizes multichannel audio with: 'mean' or N (0 is the "
                              "first; audioTokenizer takes 0); tokenize/stream --channel overrides it "
                              "(default: what the sidecar records, else mean)")
+    parser.add_argument("--layout", choices=LAYOUT_CHOICES, default="auto",
+                        help="the bundle's file layout: onnx (one plain .onnx, up to 2 GB), container (one file "
+                             "of any size, weights memory-mapped; docs/bundle_container.md), or auto: onnx "
+                             "while the model fits one protobuf, else container")
 
 
 def _check_output(args: argparse.Namespace) -> None:
@@ -98,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     config = ExportConfig(model=args.model, centroids=args.centroids, output=args.output, layer=args.layer,
                           normalize=args.normalize, precision=args.precision, min_agreement=args.min_agreement,
                           audio=args.audio, calibration=args.calibration, providers=args.provider,
-                          pad_last_frame=args.pad_last_frame, feature_norm=args.feature_norm, channel=args.channel)
+                          pad_last_frame=args.pad_last_frame, feature_norm=args.feature_norm, channel=args.channel,
+                          layout=args.layout)
     with tqdm(desc="export", unit="step", disable=None, file=sys.stderr) as bar:
         def progress(step: str) -> None:
             bar.set_description(step)

@@ -18,6 +18,7 @@ from pathlib import Path
 import onnx
 
 from .centroids import distance_nodes
+from .container import save_stage
 
 # Ops whose fp16 versions lose range or precision that matters here, on top of onnxruntime's list.
 # Normalizations over long inputs accumulate sums of squares that overflow fp16's 65504.
@@ -76,7 +77,11 @@ def to_fp16(source: Path, target: Path) -> list[str]:
     """Write the fp16 version of the fp32 graph at ``source``; returns the nodes kept in fp32."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    model = onnx.load(str(source))
+    # Shapes inferred on the file (in-memory inference refuses models past 2 GB); its weights stay beside it.
+    inferred = source.with_name(source.stem + "-shapes.onnx")
+    onnx.shape_inference.infer_shapes_path(str(source), str(inferred))
+    model = onnx.load(str(inferred))
+    inferred.unlink()
     keep = sorted(distance_nodes(model).values())
     logger = logging.getLogger()
     level = logger.level
@@ -84,9 +89,11 @@ def to_fp16(source: Path, target: Path) -> list[str]:
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep,
-                                            op_block_list=DEFAULT_OP_BLOCK_LIST + KEEP_FP32_OPS)
+                                            op_block_list=DEFAULT_OP_BLOCK_LIST + KEEP_FP32_OPS,
+                                            disable_shape_infer=True)
     finally:
         logger.setLevel(level)
+    del model
     _drop_round_trips(half, set(keep))
-    onnx.save(half, str(target))
+    save_stage(half, target)
     return keep

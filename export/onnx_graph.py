@@ -11,6 +11,7 @@ from audiotok.runtime.constants import MANIFEST_KEY, RECEPTIVE_FIELD_SAMPLES, SA
 from audiotok.runtime.manifest import Manifest
 from audiotok.runtime.session import INPUT_NAME, OUTPUT_NAME
 
+from .container import write_bundle
 from .graph import UnitGraph
 from .quiet import quiet
 
@@ -33,13 +34,15 @@ def export_graph(graph: UnitGraph, path: Path) -> None:
         program = torch.onnx.export(graph, (example,), dynamo=True, dynamic_shapes=shapes, opset_version=OPSET,
                                     input_names=[INPUT_NAME], output_names=outputs, verbose=False,
                                     optimize=True)
-        program.save(str(path), external_data=False)
+        program.save(str(path), external_data=True)  # weights beside it: any size fits
 
 
-def attach_manifest(source: Path, target: Path, manifest: Manifest, *, keep_features: bool = False) -> None:
-    """Copy the ONNX model at ``source`` to ``target`` with the manifest in its metadata; outputs other
-    than ``units`` are dropped unless ``keep_features`` (their nodes stay: units are computed from them)."""
-    model = onnx.load(str(source))
+def attach_manifest(source: Path, target: Path, manifest: Manifest, *, keep_features: bool = False,
+                    layout: str = "auto") -> str:
+    """Write the ONNX model at ``source`` to ``target`` with the manifest in its metadata, in ``layout``
+    (container.py; returns the one written); outputs other than ``units`` are dropped unless
+    ``keep_features`` (their nodes stay: units are computed from them)."""
+    model = onnx.load(str(source), load_external_data=False)  # weights stay in their files until written
     if not keep_features:
         kept = [o for o in model.graph.output if o.name == OUTPUT_NAME]
         del model.graph.output[:]
@@ -48,4 +51,4 @@ def attach_manifest(source: Path, target: Path, manifest: Manifest, *, keep_feat
     entry = model.metadata_props.add()
     entry.key, entry.value = MANIFEST_KEY, manifest.to_json()
     model.producer_name = "audiotok"
-    onnx.save(model, str(target))
+    return write_bundle(model, Path(source).parent, Path(target), layout)

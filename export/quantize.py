@@ -39,6 +39,7 @@ from audiotok.runtime.errors import SettingsError
 from audiotok.runtime.session import INPUT_NAME
 
 from .centroids import distance_nodes
+from .container import save_stage
 from .quiet import quiet
 
 GROUP_TOLERANCE = 0.01  # a group may cost at most 1% of frames (about 3x the noise of 30 s of audio)
@@ -116,12 +117,13 @@ def build_int8(source: Path, target: Path, nodes: dict[str, list[str]], calibrat
             quantize_static(str(source), str(stage), _Clips(calibration), quant_format=QuantFormat.QDQ,
                             nodes_to_quantize=static, per_channel=True, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                            extra_options=common)
+                            extra_options=common, use_external_data_format=True)
         if not nodes.get("linear"):  # an empty list would mean "every node" to quantize_dynamic
-            onnx.save(onnx.load(str(stage)), str(target))
+            save_stage(onnx.load(str(stage)), target)
             return
         quantize_dynamic(str(stage), str(target), nodes_to_quantize=nodes["linear"], per_channel=True,
-                         weight_type=QuantType.QInt8, extra_options={**common, "MatMulConstBOnly": True})
+                         weight_type=QuantType.QInt8, extra_options={**common, "MatMulConstBOnly": True},
+                         use_external_data_format=True)
 
 
 def quantize_int8(source: Path, target: Path, calibration: list[np.ndarray], calibration_audio: str,
@@ -149,6 +151,6 @@ def quantize_int8(source: Path, target: Path, calibration: list[np.ndarray], cal
                 chosen[group], score, best = groups[group], trial_score, trial
             else:
                 kept_fp32[group] = trial_score
-        onnx.save(onnx.load(str(best)), str(target))
+        save_stage(onnx.load(str(best)), target)
     return Int8Report(quantized={g: SCHEMES[g] for g, names in chosen.items() if names}, kept_fp32=kept_fp32,
                       nodes={g: len(n) for g, n in groups.items()}, calibration=calibration_audio)

@@ -14,7 +14,8 @@ import numpy as np
 
 from .errors import BundleError
 from .manifest import Manifest
-from .onnx_tensors import read_initializers
+from .bundle_container import external_bytes, model_view
+from .onnx_tensors import scan_initializers
 
 CENTROID_INITIALIZER = "nearest.minus_two_ct"  # the exporter's name for -2 C^T; others are tried by shape
 ONNX_FLOAT = 1
@@ -24,10 +25,19 @@ def centroids_sha256(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array, dtype="<f4").tobytes()).hexdigest()
 
 
+def _initializers(bundle: str | os.PathLike, want) -> dict[str, np.ndarray]:
+    """The wanted initializers of either layout (a container's large ones from its weight region)."""
+    with model_view(bundle) as (model, weights):
+        try:
+            return scan_initializers(model, want, None if weights is None else lambda t: external_bytes(t, weights))
+        except BundleError as exc:  # the wire-format reader's messages do not know the file's name
+            raise BundleError(f"{bundle}: {exc}") from None
+
+
 def extract_centroids(bundle: str | os.PathLike, manifest: Manifest) -> np.ndarray:
     """The bundle's ``[k, dim]`` float32 centroids, checked against the manifest's hash."""
     shape = (manifest.dim, manifest.k)
-    tensors = read_initializers(bundle, lambda t: t.dims == shape and t.data_type == ONNX_FLOAT)
+    tensors = _initializers(bundle, lambda t: t.dims == shape and t.data_type == ONNX_FLOAT)
     names = sorted(tensors, key=lambda name: name != CENTROID_INITIALIZER)
     for name in names:
         centroids = np.ascontiguousarray((np.float32(-0.5) * tensors[name]).T, dtype=np.float32)

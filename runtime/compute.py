@@ -38,7 +38,7 @@ from .interrupt import stoppable
 from .manifest import Manifest
 from .memory_limit import bounded_arena, limit_mb, memory_message, remember_limit
 from .onnx_nodes import Node, read_graph
-from .session import INPUT_NAME, OUTPUT_NAME, require_self_contained, session_options
+from .session import INPUT_NAME, OUTPUT_NAME, inference_session, require_self_contained, session_options
 from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS
 
 STAGES = ("cnn", "positional_conv", "transformer_linear", "attention", "nearest_centroid")
@@ -164,7 +164,7 @@ def profile_shapes(bundle: str | os.PathLike, frames: tuple[int, ...]) -> list[d
         session = None
         try:
             with bounded_arena(options, limit):
-                session = ort.InferenceSession(str(bundle), options, providers=["CPUExecutionProvider"])
+                session = inference_session(bundle, options, ["CPUExecutionProvider"])
             remember_limit(session, limit)
             for count in frames:
                 audio = (0.1 * rng.standard_normal(samples_for_frames(count))).astype(np.float32)

@@ -14,11 +14,11 @@ attribute = 5; AttributeProto.g = 6, graphs = 11.
 
 from __future__ import annotations
 
-import mmap
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .bundle_container import model_view
 from .errors import BundleError
 from .onnx_tensors import MODEL_GRAPH, WIRE_LEN, _fields
 
@@ -87,19 +87,12 @@ def every_node(model: memoryview) -> Iterator[NodeRef]:
 
 
 def check_graph_rules(path: str | os.PathLike) -> None:
-    """Refuse a bundle holding a node a unit graph never needs (see the module docstring)."""
-    with open(path, "rb") as f:
-        try:
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except ValueError:
-            return  # empty: onnxruntime's load says what is wrong
-    try:
-        refused = _first_refused(memoryview(mapped))
-    finally:
-        try:
-            mapped.close()
-        except BufferError:  # an exception still references a view into the map; collection closes it
-            pass
+    """Refuse a bundle holding a node a unit graph never needs (see the module docstring); a container
+    bundle's graph is read from its model region, so both layouts meet the same rules."""
+    if os.stat(path).st_size == 0:
+        return  # onnxruntime's load says what is wrong with an empty file, in its own words
+    with model_view(path) as (model, _weights):
+        refused = _first_refused(model)
     if refused is not None:
         raise BundleError(f"{path}: {refused.op_type} node {refused.name!r} in {refused.where} is "
                           f"{REFUSED_OPS[refused.op_type]}, which a unit graph never needs and which can run "

@@ -11,10 +11,10 @@ output = 2, name = 3, op_type = 4, attribute = 5, domain = 7; AttributeProto.nam
 
 from __future__ import annotations
 
-import mmap
 import os
 from dataclasses import dataclass
 
+from .bundle_container import model_view
 from .errors import BundleError
 from .onnx_tensors import (GRAPH_INITIALIZER, MODEL_GRAPH, TENSOR_DIMS, TENSOR_NAME, WIRE_LEN, WIRE_VARINT, _fields,
                            _packed_varints)
@@ -113,16 +113,11 @@ def _initializer(buf: memoryview) -> tuple[str, tuple[int, ...]]:
 
 
 def read_graph(path: str | os.PathLike) -> Graph:
-    """The main graph's nodes and initializer shapes (subgraphs of If/Loop are not entered)."""
-    with open(path, "rb") as f:
-        try:
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except ValueError:
-            raise BundleError(f"{path}: empty file") from None
+    """The main graph's nodes and initializer shapes (subgraphs of If/Loop are not entered); either layout."""
     nodes: list[Node] = []
     initializers: dict[str, tuple[int, ...]] = {}
-    try:
-        for number, wire, graph in _fields(memoryview(mapped)):
+    with model_view(path) as (model, _):
+        for number, wire, graph in _fields(model):
             if number != MODEL_GRAPH or wire != WIRE_LEN:
                 continue
             for inner, inner_wire, value in _fields(graph):
@@ -135,9 +130,4 @@ def read_graph(path: str | os.PathLike) -> Graph:
                 elif inner == GRAPH_INITIALIZER:
                     name, dims = _initializer(value)
                     initializers[name] = dims
-        return Graph(tuple(nodes), initializers)
-    finally:
-        try:
-            mapped.close()
-        except BufferError:  # an exception still references a view into the map; collection closes it
-            pass
+    return Graph(tuple(nodes), initializers)

@@ -3,7 +3,8 @@
 The runtime must not depend on ``onnx`` (it pulls protobuf and is not needed to run a model), and
 onnxruntime does not expose initializers. An ONNX file is a protobuf ``ModelProto``; the few fields
 needed here (graph -> initializer -> name, dims, data_type, raw_data/float_data) are read straight
-from the protobuf wire format, over a memory map so a large bundle is not copied into memory.
+from the protobuf wire format, over a memory map the caller holds (bundle_centroids.py), so a large
+bundle is not copied into memory.
 
 Field numbers are from onnx.proto3 (ModelProto.graph = 7, GraphProto.initializer = 5,
 TensorProto.dims = 1, data_type = 2, float_data = 4, name = 8, raw_data = 9, data_location = 14).
@@ -12,8 +13,6 @@ TensorProto.dims = 1, data_type = 2, float_data = 4, name = 8, raw_data = 9, dat
 from __future__ import annotations
 
 import math
-import mmap
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -50,8 +49,15 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
 
 def _fields(buf: memoryview) -> Iterator[tuple[int, int, object]]:
     """``(field number, wire type, value)`` of one message; LEN values are memoryview slices."""
+    for number, wire, value, _ in field_spans(buf):
+        yield number, wire, value
+
+
+def field_spans(buf: memoryview) -> Iterator[tuple[int, int, object, memoryview]]:
+    """As :func:`_fields`, plus each field's encoded bytes (key included), for copying it unchanged."""
     pos = 0
     while pos < len(buf):
+        start = pos
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
         if wire == WIRE_VARINT:
@@ -70,7 +76,7 @@ def _fields(buf: memoryview) -> Iterator[tuple[int, int, object]]:
             raise BundleError(f"unsupported protobuf wire type {wire} in ONNX file")
         if pos > len(buf):
             raise BundleError("truncated ONNX file")
-        yield number, wire, value
+        yield number, wire, value, buf[start:pos]
 
 
 def _skip_group(buf: memoryview, pos: int, number: int) -> int:
@@ -107,7 +113,11 @@ def _packed_varints(buf: memoryview) -> list[int]:
     return values
 
 
-def _tensor(buf: memoryview, want: Callable[[TensorInfo], bool]) -> tuple[TensorInfo, np.ndarray] | None:
+External = Callable[[memoryview], memoryview]  # an external tensor's message -> its bytes (a container's region)
+
+
+def _tensor(buf: memoryview, want: Callable[[TensorInfo], bool],
+            external_bytes: External | None = None) -> tuple[TensorInfo, np.ndarray] | None:
     name, dims, data_type, raw, floats, external = "", [], 1, None, None, False
     for number, wire, value in _fields(buf):
         if number == TENSOR_NAME:
@@ -125,8 +135,10 @@ def _tensor(buf: memoryview, want: Callable[[TensorInfo], bool]) -> tuple[Tensor
     info = TensorInfo(name, tuple(int(d) for d in dims), int(data_type))
     if not want(info):
         return None
-    if external:
+    if external and external_bytes is None:
         raise BundleError(f"initializer {name} is stored outside the ONNX file (external data)")
+    if external:
+        raw = external_bytes(buf)
     if data_type not in DTYPES:
         raise BundleError(f"initializer {name} has ONNX data type {data_type}, which this reader does not decode")
     dtype = DTYPES[data_type]
@@ -142,32 +154,20 @@ def _tensor(buf: memoryview, want: Callable[[TensorInfo], bool]) -> tuple[Tensor
     return info, array.reshape(info.dims).astype(dtype.newbyteorder("="))
 
 
-def _scan(model: memoryview, want: Callable[[TensorInfo], bool]) -> dict[str, np.ndarray]:
+def scan_initializers(model: memoryview, want: Callable[[TensorInfo], bool],
+                      external_bytes: External | None = None) -> dict[str, np.ndarray]:
+    """The main graph's initializers of a serialized ModelProto for which ``want(info)`` is true (copies).
+
+    External tensors are read through ``external_bytes`` (a container's weight region); without
+    it, one is refused.
+    """
     found: dict[str, np.ndarray] = {}
     for number, wire, graph in _fields(model):
         if number != MODEL_GRAPH or wire != WIRE_LEN:
             continue
         for inner, inner_wire, tensor in _fields(graph):
             if inner == GRAPH_INITIALIZER and inner_wire == WIRE_LEN:
-                hit = _tensor(tensor, want)
+                hit = _tensor(tensor, want, external_bytes)
                 if hit is not None:
                     found[hit[0].name] = hit[1]
     return found
-
-
-def read_initializers(path: str | os.PathLike, want: Callable[[TensorInfo], bool]) -> dict[str, np.ndarray]:
-    """The initializers of the model's main graph for which ``want(info)`` is true, by name (copies)."""
-    with open(path, "rb") as f:
-        try:
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except ValueError:
-            raise BundleError(f"{path}: empty file") from None
-    try:
-        return _scan(memoryview(mapped), want)
-    except BundleError as exc:  # the wire-format reader's messages do not know the file's name
-        raise BundleError(f"{path}: {exc}") from None
-    finally:
-        try:
-            mapped.close()
-        except BufferError:  # an exception still references a view into the map; collection closes it
-            pass

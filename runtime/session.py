@@ -12,6 +12,7 @@ from numbers import Integral
 
 import onnxruntime as ort
 
+from .bundle_container import check_container, is_container, runtime_model
 from .constants import MANIFEST_KEY
 from .errors import BundleError, SettingsError
 from .file_kind import require_regular_file
@@ -105,7 +106,11 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
 def require_self_contained(path: str | os.PathLike) -> None:
     """Refuse a bundle whose tensors name files beside it, before onnxruntime would read them
-    (a FIFO there hangs the load, any other file becomes weights): a bundle is one file."""
+    (a FIFO there hangs the load, any other file becomes weights): a bundle is one file. A
+    container (bundle_container.py) is checked whole: header, regions and every external tensor."""
+    if is_container(path):
+        check_container(path)
+        return
     outside = describe_external_data(path)
     if outside is not None:
         raise BundleError(f"{path}: not a self-contained bundle: {outside}; an audiotok bundle is one file, "
@@ -114,6 +119,23 @@ def require_self_contained(path: str | os.PathLike) -> None:
 
 DEFAULT_RUN_FRAMES = 1500  # a 30 s window: the longest run of the default window policy
 
+# onnxruntime resolves external data of a model given as bytes against this folder.
+EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
+
+
+def inference_session(path: str | os.PathLike, options: ort.SessionOptions,
+                      providers: list[str]) -> ort.InferenceSession:
+    """onnxruntime's session over a checked bundle of either layout.
+
+    A container's graph is handed over with its weights pointing at the bundle file itself, so
+    onnxruntime memory-maps them from there (no copy, no other file); a plain bundle is opened by path.
+    """
+    if not is_container(path):
+        return ort.InferenceSession(str(path), options, providers=providers)
+    container = check_container(path)
+    options.add_session_config_entry(EXTERNAL_FOLDER_KEY, str(container.path.resolve().parent))
+    return ort.InferenceSession(runtime_model(container), options, providers=providers)
+
 
 def open_session(bundle: str | os.PathLike, *, providers: list[str] | str | None = None,
                  threads: int | None = None,
@@ -121,7 +143,7 @@ def open_session(bundle: str | os.PathLike, *, providers: list[str] | str | None
     """The bundle's session and manifest; ``run_frames``, the longest run it will get, sizes its memory
     limit (see :mod:`memory_limit`)."""
     path = require_regular_file(bundle, BundleError, what="an ONNX bundle")  # a FIFO would block the load
-    require_self_contained(path)
+    require_self_contained(path)  # a one-line refusal before onnxruntime sees the file
     check_graph_rules(path)
     chosen = resolve_providers(providers)
     options = session_options(threads)
@@ -129,7 +151,7 @@ def open_session(bundle: str | os.PathLike, *, providers: list[str] | str | None
     noise = Captured()
     try:
         with captured_stderr() as noise, bounded_arena(options, limit):  # ORT logs load failures to fd 2
-            session = ort.InferenceSession(str(path), options, providers=chosen)
+            session = inference_session(path, options, chosen)
     except Exception as exc:  # onnxruntime raises several private exception types here
         detail = library_message(exc, noise, limit=160)
         raise BundleError(f"{path}: not a valid ONNX model, or a truncated one ({detail})") from None

@@ -1,6 +1,8 @@
 """Print a bundle's manifest (encoder, layer, k, normalization, precision, agreement...) as JSON.
 
-The JSON also holds ``compute``: what the bundle costs, counted from its graph (every MatMul, Gemm
+The JSON also says the bundle's ``layout``: ``onnx`` (one plain ONNX file, what every ONNX tool
+opens) or ``container`` (one file of any size: the graph, then its weights, which the runtime
+memory-maps; docs/bundle_container.md). The JSON also holds ``compute``: what the bundle costs, counted from its graph (every MatMul, Gemm
 and Conv by shape, int8 forms included): ``gmac_per_second`` (billions of multiply-accumulates per
 second of audio, for a 30 s input in one pass), split into ``stages_gmac_per_second`` (cnn,
 positional_conv, transformer_linear, attention, nearest_centroid), ``parameters``,
@@ -36,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bundle_centroids import extract_centroids
+from ..bundle_container import layout
 from ..compute import bundle_compute
 from ..formats.collisions import Place, check_apart
 from ..formats.staging import atomic_path, check_target
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         with atomic_path(args.centroids) as tmp, open(tmp, "wb") as f:
             np.save(f, centroids)
         print(f"audiotok: wrote {args.centroids}: {manifest.k} x {manifest.dim} centroids", file=sys.stderr)
-    described = asdict(manifest)
+    described = {**asdict(manifest), "layout": layout(args.bundle)}
     if args.compute:
         described["compute"] = bundle_compute(args.bundle, manifest)
     print(json.dumps(described, indent=2, sort_keys=True))
