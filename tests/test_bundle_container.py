@@ -188,3 +188,20 @@ def test_verify_measures_a_container_against_torch(container, speech_dir):
     result = run_cli("verify", container, "--model", "logmel", speech_dir)
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode().strip().splitlines()[-1].startswith("agreement 100.0000% of ")
+
+
+def test_a_container_meets_the_same_graph_rules_as_a_plain_bundle(container, speech_dir, tmp_path, capsys):
+    """A Loop hidden in a container's graph is refused by name before it runs, as in a plain bundle."""
+    from test_bounds_and_edges import endless_loop
+
+    data = container.read_bytes()
+    _, model, _ = _parts(data)
+    model.graph.node.extend(endless_loop())
+    model.graph.output.append(onnx.helper.make_tensor_value_info("spun", onnx.TensorProto.INT64, None))
+    hostile = _rebuilt(data, model, tmp_path / "looping.onnx")
+    check_container(hostile)  # a well-formed container: only the graph rule refuses it
+    code, out, err = run_in_process(capsys, "tokenize", hostile, sorted(speech_dir.glob("*.wav"))[0])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and out == "" and "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].endswith("Loop node 'spin' in the graph is a loop, which a unit graph never needs and "
+                                    "which can run for ever; refused before it runs")
