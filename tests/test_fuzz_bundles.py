@@ -26,7 +26,8 @@ from audiotok.runtime.constants import frame_count
 
 SEED = 13
 FIELDS = ("encoder", "encoder_type", "layer", "k", "dim", "normalization", "precision", "opset", "centroids_sha256",
-          "audiotok_version", "sample_rate", "hop", "receptive_field", "schema", "licence", "provenance", "agreement")
+          "audiotok_version", "sample_rate", "hop", "receptive_field", "schema", "licence", "provenance", "agreement",
+          "frame_rule", "feature_norm", "channel")
 REQUIRED = FIELDS[:10]
 DEEP = "[" * 50_000 + "]" * 50_000
 # Raw JSON literals no field accepts, each with what the refusal must say. NaN, Infinity and 1e400 parse
@@ -66,6 +67,8 @@ ACCEPTS = {
     "receptive_field": _integer(1, 1 << 20), "schema": lambda v: type(v) is int and v == 1,
     "licence": _text(4096, optional=True), "provenance": lambda v: isinstance(v, dict) and _depth(v) <= 32,
     "agreement": lambda v: isinstance(v, dict) and _depth(v) <= 32,
+    "frame_rule": lambda v: v in ("floor", "pad"), "feature_norm": lambda v: v in ("none", "l2"),
+    "channel": lambda v: v == "mean" or (type(v) is int and 0 <= v <= 1023),
 }
 GRID = {"sample_rate": 16_000, "hop": 320, "receptive_field": 400}  # the one frame grid the runtime implements
 
@@ -76,6 +79,7 @@ class Expected:
 
     valid: bool  # the manifest passes every rule: tokenize must give the unmutated bundle's units
     needle: str | None = None  # when refused: the text the one error line must hold (the field, quoted)
+    blames_audio: bool = False  # the refusal names the audio file, not the bundle
 
 
 def expected(field: str, literal: str) -> Expected:
@@ -88,6 +92,8 @@ def expected(field: str, literal: str) -> Expected:
         return Expected(False, f"manifest field '{field}'")
     if field in GRID and value != GRID[field]:
         return Expected(False, "frame grid")
+    if field == "channel" and value != "mean" and value >= 1:  # the test's wav is mono: only channel 0 exists
+        return Expected(False, f"has 1 channel, so --channel {value} is beyond them", blames_audio=True)
     return Expected(True)
 
 
@@ -164,9 +170,10 @@ def test_manifest_values(base, tmp_path, capsys, case):
         _tokenizes(capsys, bundle, base.wav, base.units)
         return
     kind = COMMANDS[sum(map(ord, name)) % len(COMMANDS)]  # each command gets a share, the same every run
-    if outcome.needle == "outside" and kind in ("info", "centroids"):
-        kind = "tokenize"  # info and centroids never run the graph, so they have no ids to check
-    _refused(capsys, _command(kind, bundle, base.wav, tmp_path), bundle, outcome.needle)
+    if (outcome.needle == "outside" or outcome.blames_audio) and kind in ("info", "centroids"):
+        kind = "tokenize"  # info and centroids neither read audio nor run the graph
+    _refused(capsys, _command(kind, bundle, base.wav, tmp_path), base.wav if outcome.blames_audio else bundle,
+             outcome.needle)
 
 
 # Named in issue 19: each must be refused naming its field, whatever the seeded choice above covers.
