@@ -3,8 +3,8 @@
 Each mutant is one small edit (a manifest field rule deleted, int8 bundles flipping 5% of their
 units at tokenize time, one record dropped from a Ray run) applied to a temporary copy of the
 repository; the tests that guard that promise run against the copy, and the mutant is *killed*
-when they fail. The copy is imported through a folder of symlinks that lays out the ``audiotok``
-package the way pyproject's package-dir mapping does (``audiotok.runtime`` -> ``runtime/`` ...), put
+when they fail. The copy's ``audiotok/`` folder gets symlinks laying out the package the way
+pyproject's package-dir mapping does (``audiotok.runtime`` -> ``runtime/`` ...) and the copy goes
 first on PYTHONPATH, so the same virtual environment runs it and nothing is installed; subprocesses
 the tests start (``python -m audiotok``) inherit it.
 
@@ -89,15 +89,13 @@ def all_mutants() -> list[Mutant]:
 
 
 def copy_repo(dest: Path) -> Path:
-    """The working tree at ``dest/repo`` and an importable ``audiotok`` package at ``dest/site``."""
+    """The working tree at ``dest/repo``, its ``audiotok/`` folder completed by symlinks to the folders
+    pyproject maps into the package, so ``dest/repo`` on sys.path (or as the working directory, which
+    ``python -c`` puts first) imports the copy, ahead of the editable install's finder."""
     root = dest / "repo"
     shutil.copytree(REPO, root, ignore=IGNORED, symlinks=True)
-    package = dest / "site" / "audiotok"
-    package.mkdir(parents=True)
-    for entry in (root / "audiotok").iterdir():
-        (package / entry.name).symlink_to(entry)
     for name, folder in PACKAGE_DIRS.items():
-        (package / name).symlink_to(root / folder, target_is_directory=True)
+        (root / "audiotok" / name).symlink_to(root / folder, target_is_directory=True)
     return root
 
 
@@ -108,13 +106,13 @@ def apply(root: Path, mutant: Mutant) -> None:
     path.write_text(text.replace(mutant.old, mutant.new))
 
 
-def run_tests(root: Path, site: Path, args: tuple[str, ...], timeout_s: int) -> tuple[bool, str]:
+def run_tests(root: Path, args: tuple[str, ...], timeout_s: int) -> tuple[bool, str]:
     """(passed, last lines) of pytest on the copy, importing the copy's audiotok."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(root / "tests")]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")]),
            "PYTHONDONTWRITEBYTECODE": "1"}
     check = subprocess.run([sys.executable, "-c", "import audiotok.runtime; print(audiotok.runtime.__file__)"],
                            env=env, capture_output=True, text=True, cwd=root)
-    assert check.stdout.strip().startswith(str(site)), f"the copy is not what gets imported: {check.stdout}{check.stderr}"
+    assert check.stdout.strip().startswith(str(root)), f"the copy is not what gets imported: {check.stdout}{check.stderr}"
     try:
         result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], env=env,
                                 capture_output=True, text=True, cwd=root, timeout=timeout_s)
@@ -131,7 +129,7 @@ def check(mutant: Mutant, timeout_s: int, keep: bool) -> tuple[bool, str, float]
     try:
         root = copy_repo(temp)
         apply(root, mutant)
-        passed, tail = run_tests(root, temp / "site", mutant.tests, timeout_s)
+        passed, tail = run_tests(root, mutant.tests, timeout_s)
         return not passed, tail, time.monotonic() - started
     finally:
         if not keep:
