@@ -12,7 +12,10 @@ the tests start (``python -m audiotok``) inherit it.
     python tests/tools/mutation_check.py --only int8 ray  # mutants whose name holds a word
     python tests/tools/mutation_check.py --list
 
-Prints one line per mutant and the kill rate; exits 1 when any mutant survives.
+Runs each distinct test selection on an unmutated copy first (exit 2 if one fails there), then
+prints one line per mutant and the kill rate; exits 1 when any mutant survives. Deleting the
+``schema`` rule is left out as an equivalent mutant: ``Manifest.from_dict`` checks the schema
+itself before any rule, so no test can tell.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ PACKAGE_DIRS = {"runtime": "runtime", "models": "models", "train": "train", "exp
 IGNORED = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache")
 MANIFEST = "runtime/manifest.py"
 FIELD_RULE = re.compile(r'^    "(\w+)": .*\n', re.M)
+# Fields whose rule, deleted, changes nothing: Manifest.from_dict checks the schema before any rule.
+EQUIVALENT = {"schema"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ def field_rule_mutants() -> list[Mutant]:
     mutants = []
     for match in FIELD_RULE.finditer(block):
         field = match.group(1)
+        if field in EQUIVALENT:
+            continue
         mutants.append(Mutant(f"rule-{field}", MANIFEST, match.group(0), "",
                               ("tests/test_fuzz_bundles.py", "-x", "-q", "-k",
                                f"manifest_values and {field}- or named_refusals or missing_fields")))
@@ -100,6 +107,8 @@ def copy_repo(dest: Path) -> Path:
 
 
 def apply(root: Path, mutant: Mutant) -> None:
+    if not mutant.old:  # the baseline: nothing changed
+        return
     path = root / mutant.path
     text = path.read_text()
     assert text.count(mutant.old) == 1, f"{mutant.name}: the text to mutate is not in {mutant.path} exactly once"
@@ -143,6 +152,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds one mutant's tests may take")
     parser.add_argument("--keep", action="store_true", help="keep each mutated copy (its path is printed)")
+    parser.add_argument("--skip-baseline", action="store_true",
+                        help="do not first run each mutant's tests on an unmutated copy (they must pass there)")
     return parser.parse_args(argv)
 
 
@@ -153,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         for m in mutants:
             print(f"{m.name}\t{m.path}\t{' '.join(m.tests)}")
         return 0
+    if not args.skip_baseline:  # a kill only means something where the same tests pass unmutated
+        for tests in dict.fromkeys(m.tests for m in mutants):
+            failed, tail, seconds = check(Mutant("baseline", "README.md", "", "", tests), args.timeout, args.keep)
+            print(f"{'BROKEN  ' if failed else 'baseline'}\t{' '.join(tests)}\t{seconds:.0f} s\t{tail}", flush=True)
+            if failed:
+                return 2
     killed = 0
     for mutant in mutants:
         dead, tail, seconds = check(mutant, args.timeout, args.keep)
