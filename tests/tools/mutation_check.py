@@ -123,7 +123,10 @@ def run_tests(root: Path, args: tuple[str, ...], timeout_s: int) -> tuple[bool, 
                            env=env, capture_output=True, text=True, cwd=root)
     assert check.stdout.strip().startswith(str(root)), f"the copy is not what gets imported: {check.stdout}{check.stderr}"
     try:
-        result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], env=env,
+        # a private --basetemp: pytest prunes old /tmp/pytest-of-USER/pytest-N folders, which another
+        # run by the same user may still be using
+        result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--basetemp",
+                                 str(root.parent / "pytest"), *args], env=env,
                                 capture_output=True, text=True, cwd=root, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return False, f"timed out after {timeout_s} s"
