@@ -57,14 +57,16 @@ def _rules_block(text: str) -> str:
 
 
 def field_rule_mutants() -> list[Mutant]:
-    """Each manifest field rule deleted, one at a time (the field then falls back to AnyJson)."""
+    """Each manifest field rule deleted, one at a time: the field checked by AnyJson, as if it had none."""
     block = _rules_block((REPO / MANIFEST).read_text())
     mutants = []
     for match in FIELD_RULE.finditer(block):
         field = match.group(1)
         if field in EQUIVALENT:
             continue
-        mutants.append(Mutant(f"rule-{field}", MANIFEST, match.group(0), "",
+        # the line is kept with AnyJson (what a field without a rule gets), not deleted: the sidecar reader
+        # imports the processor-option rules by name, and a KeyError there would kill the mutant trivially
+        mutants.append(Mutant(f"rule-{field}", MANIFEST, match.group(0), f'    "{field}": AnyJson(),\n',
                               ("tests/test_fuzz_bundles.py", "-x", "-q", "-k",
                                f"manifest_values and {field}- or named_refusals or missing_fields")))
     return mutants
