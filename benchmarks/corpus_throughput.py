@@ -38,11 +38,20 @@ from audiotok.runtime.corpus.local_engine import LocalEngine
 from audiotok.runtime.corpus.worker import TokenizeWorker
 
 LAYER, K = 6, 100
+# --smoke: a 3-layer, 32-dim HuBERT layout cut at layer 2 with k=16, 2 files of 2 s, one round: the
+# script's command line and report lines in seconds (the suite runs it), no number worth quoting.
+SMOKE_CONFIG = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                    conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+SMOKE_LAYER, SMOKE_K = 2, 16
+CHECKPOINT = "hubert-base-random"  # the folder under --workdir
 
 
-def build_bundle(workdir: Path) -> Path:
+def build_bundle(workdir: Path, smoke: bool = False) -> Path:
     """A HuBERT-base-size random checkpoint -> centroids (audiotok train) -> bundle (audiotok export)."""
-    bundle = workdir / "hubert-base-random-l6-k100.onnx"
+    global LAYER, K, CHECKPOINT
+    if smoke:
+        LAYER, K, CHECKPOINT = SMOKE_LAYER, SMOKE_K, "hubert-tiny-random"
+    bundle = workdir / ("hubert-tiny-random-l2-k16.onnx" if smoke else "hubert-base-random-l6-k100.onnx")
     if bundle.exists():
         return bundle
     import torch
@@ -50,14 +59,14 @@ def build_bundle(workdir: Path) -> Path:
 
     from audiotok.export.probe_audio import pseudo_speech
 
-    checkpoint = workdir / "hubert-base-random"
+    checkpoint = workdir / CHECKPOINT
     torch.manual_seed(0)
-    HubertModel(HubertConfig()).save_pretrained(checkpoint)
+    HubertModel(HubertConfig(**(SMOKE_CONFIG if smoke else {}))).save_pretrained(checkpoint)
     Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=False).save_pretrained(checkpoint)
     train_audio = workdir / "train-audio"
     train_audio.mkdir(exist_ok=True)
     for i in range(4):
-        sf.write(train_audio / f"t{i}.wav", pseudo_speech(15.0, seed=100 + i), 16_000)
+        sf.write(train_audio / f"t{i}.wav", pseudo_speech(3.0 if smoke else 15.0, seed=100 + i), 16_000)
     centroids = workdir / "centroids.npy"
     for command in (["train", "--model", checkpoint, "--layer", LAYER, "--k", K, "--n-init", "3", "-o", centroids,
                      "--cache", workdir / "features", train_audio],
@@ -101,7 +110,7 @@ def torch_run(workdir: Path, bundle: Path, files: list[CorpusFile]) -> tuple[flo
     from transformers import HubertModel
 
     start, cpu = time.perf_counter(), cpu_seconds()
-    model = HubertModel.from_pretrained(workdir / "hubert-base-random").eval()
+    model = HubertModel.from_pretrained(workdir / CHECKPOINT).eval()
     model.encoder.layers = model.encoder.layers[:LAYER]  # hidden_states[L] needs only the first L layers
     centroids = torch.from_numpy(np.load(workdir / "centroids.npy"))
     c_sq = (centroids ** 2).sum(1)
@@ -124,10 +133,14 @@ def main() -> int:
     parser.add_argument("--workdir", default=None, help="keep the bundle and audio here between runs")
     parser.add_argument("--skip-torch", action="store_true", help="leave out the torch + transformers run")
     parser.add_argument("--repeat", type=int, default=1, help="rounds; ratios use each configuration's best")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny model, 2 files x 2 s, one round: checks the script in seconds (the suite)")
     args = parser.parse_args()
+    if args.smoke:
+        args.files, args.seconds, args.repeat = 2, 2.0, 1
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="audiotok-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    bundle = build_bundle(workdir)
+    bundle = build_bundle(workdir, smoke=args.smoke)
     files = make_corpus(workdir, args.files, args.seconds)
     load = os.getloadavg()[0]
     print(f"{len(files)} files x {args.seconds:g} s, {available_cores()} cores, load average before: {load:.2f}")

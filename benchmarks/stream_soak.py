@@ -191,6 +191,9 @@ def soak(bundle: Path, speech: np.ndarray, hours: float, sample_seconds: float) 
                 exit_code=proc.returncode, stderr=err.strip()[-500:])
 
 
+SMOKE_HOURS = 0.005  # 18 s of audio
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hours", type=float, default=2.0, help="audio streamed per bundle")
@@ -199,7 +202,11 @@ def main() -> int:
                         help="soak this bundle instead of building log-mel and tiny-HuBERT ones (repeatable)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep built bundles here between runs")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="18 s of audio, RSS every 0.2 s: checks the script runs and reports, in seconds (the suite)")
     args = parser.parse_args()
+    if args.smoke:
+        args.hours, args.sample_seconds = SMOKE_HOURS, 0.2
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="audiotok-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     speech = speech_loop(workdir)

@@ -37,7 +37,10 @@ from conftest import run_cli
 DRIVER = Path(__file__).with_name("arm64_driver.py")
 FP32 = ("logmel-fp32", "hubert-fp32", "wav2vec2-fp32")
 INT8 = {"hubert-int8": "hubert-fp32", "wav2vec2-int8": "wav2vec2-fp32"}
-INT8_FLOOR_VS_X86 = 0.99  # platform rounding must move fewer frames than quantization does (see above)
+# README ("What CI verifies on ARM64") measures 100% on both CPUs and argues why: NEON and VNNI both
+# accumulate 8-bit products exactly in int32, so only the fp32 around them may differ; a frame moved
+# is a finding, not noise.
+INT8_FLOOR_VS_X86 = 1.0
 INT8_FLOOR_VS_FP32 = 0.95  # export's default --min-agreement for int8
 FILES = 2  # the shortest espeak-ng utterances, about 7 s together: emulation runs ~20-50x slower than native
 

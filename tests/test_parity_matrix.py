@@ -1,13 +1,14 @@
 """Exact parity on checkpoints and audio the rest of the suite never sees.
 
 A covering design over random transformers checkpoints built here (not the cross product): HuBERT,
-wav2vec2 and WavLM (relative-position attention), in the base layout (group-norm CNN, post-LN transformer, raw waveform) and its
+wav2vec2, WavLM (relative-position attention) and data2vec-audio (every family README names), in the base layout (group-norm CNN, post-LN transformer, raw waveform) and its
 large layout (layer-norm CNN, pre-LN transformer, ``do_normalize``); conv_bias on and off; hidden
 size 32 to 256, depth 2 to 6, 2 to 8 heads; cut at the first, a middle and the last layer; k from
 20 to 500 fitted by ``audiotok train`` on generated speech. Each bundle tokenizes 13 other
 utterances (several voices and rates) trimmed to lengths on and off the 320-sample grid, and must
 give exactly the units of transformers' ``hidden_states[L]`` + numpy argmin, with hidden states
-(read from a debug export's ``features`` output) within ``HIDDEN_RTOL`` of transformers'.
+(read from a debug export's ``features`` output) within ``HIDDEN_RTOL`` of transformers'. The
+shipped graph (what `audiotok export` writes) of every case must give the same exact units.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ SPEEDS = [120, 150, 175, 200, 230]
 class Case:
     """One checkpoint of the design."""
 
-    kind: str  # "hubert", "wav2vec2" or "wavlm"
+    kind: str  # "hubert", "wav2vec2", "wavlm" or "data2vec-audio"
     large: bool  # layer-norm CNN, pre-LN transformer, do_normalize (else the base layout)
     conv_bias: bool
     hidden: int
@@ -73,6 +74,8 @@ CASES = [  # every family x layout, conv_bias both ways, first / middle / last l
     Case("wav2vec2", large=True, conv_bias=True, hidden=64, depth=6, heads=4, layer=6, k=500),
     Case("wav2vec2", large=False, conv_bias=False, hidden=128, depth=3, heads=2, layer=1, k=50),
     Case("wavlm", large=True, conv_bias=False, hidden=64, depth=3, heads=4, layer=3, k=50),
+    # data2vec-audio has one layout (layer-norm CNN, its own stack of positional convolutions, do_normalize)
+    Case("data2vec-audio", large=True, conv_bias=True, hidden=32, depth=3, heads=2, layer=2, k=30),
 ]
 
 
@@ -117,10 +120,12 @@ def test_speech(tmp_path_factory) -> list[Path]:
 
 
 def build_checkpoint(case: Case, folder: Path) -> Path:
-    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel
+    from transformers import (Data2VecAudioConfig, Data2VecAudioModel, HubertConfig, HubertModel, Wav2Vec2Config,
+                              Wav2Vec2Model, WavLMConfig, WavLMModel)
 
     config_class, model_class = {"hubert": (HubertConfig, HubertModel), "wav2vec2": (Wav2Vec2Config, Wav2Vec2Model),
-                                 "wavlm": (WavLMConfig, WavLMModel)}[case.kind]
+                                 "wavlm": (WavLMConfig, WavLMModel),
+                                 "data2vec-audio": (Data2VecAudioConfig, Data2VecAudioModel)}[case.kind]
     torch.manual_seed(sum(map(ord, case.id)))
     config = config_class(hidden_size=case.hidden, num_hidden_layers=case.depth, num_attention_heads=case.heads,
                           intermediate_size=2 * case.hidden, conv_dim=(32,) * 7, conv_bias=case.conv_bias,
@@ -156,8 +161,9 @@ class Built:
     case: Case
     checkpoint: Path
     centroids: np.ndarray
-    bundle: Path
+    bundle: Path  # the debug export: units and the layer's features
     tokenizer: Tokenizer
+    shipped: Path  # what `audiotok export` writes: the graph users get (optimized, features dropped)
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +184,10 @@ def build(training_speech, tmp_path_factory):
             bundle = folder / "bundle.onnx"
             export_bundle(ExportConfig(model=str(checkpoint), centroids=str(centroids), output=str(bundle),
                                        keep_features=True))
-            done[case] = Built(case, checkpoint, np.load(centroids), bundle, Tokenizer(bundle))
+            shipped = folder / "shipped.onnx"
+            assert audiotok_main(["export", "--model", str(checkpoint), "--centroids", str(centroids),
+                                  "-o", str(shipped)]) == 0
+            done[case] = Built(case, checkpoint, np.load(centroids), bundle, Tokenizer(bundle), shipped)
         return done[case]
 
     return make
@@ -207,6 +216,26 @@ def test_units_and_hidden_states_equal_transformers(build, case, test_speech):
     assert not differing, f"{case.id}: units differ from transformers on " + "; ".join(differing)
     assert worst < HIDDEN_RTOL, f"{case.id}: hidden-state relative error {worst:.2e}"
     assert frames > 1_000 and len(np.unique(built.tokenizer.tokenize(test_speech[-1]))) > 3
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_shipped_graph_units_equal_transformers(build, case, test_speech):
+    """The bundle `audiotok export` writes (no features output, onnxruntime's fusions saved) gives
+    exactly transformers' units on every file, on and off the frame grid."""
+    built = build(case)
+    tokenizer = Tokenizer(built.shipped)
+    assert tokenizer.manifest.encoder_type == case.kind and tokenizer.manifest.precision == "fp32"
+    assert FEATURES_NAME not in [o.name for o in tokenizer.session.get_outputs()]
+    reference = PlainTransformers(built.checkpoint, case.layer, built.centroids)
+    differing = []
+    for path in test_speech:
+        samples = sf.read(str(path), dtype="float32")[0]
+        expected = reference.units(reference.hidden(samples))
+        got = tokenizer.tokenize(path)
+        assert len(got) == len(expected) == frame_count(len(samples)), path.name
+        if not np.array_equal(got, expected):
+            differing.append(f"{path.name}: {(got != expected).sum()} of {len(got)} frames")
+    assert not differing, f"{case.id} shipped: units differ from transformers on " + "; ".join(differing)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -18,6 +18,13 @@ from audiotok.runtime.tokenizer import Tokenizer
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_FLOOR = {"fp32": 0.999, "fp16": 0.98, "int8": 0.95}  # as documented in `audiotok export --help`
+# Units against transformers' float32 hidden_states[L] + numpy argmin, computed in the test: README's
+# precision table gives the floors every export must meet (default --min-agreement), fp32 is exact.
+# Measured on this tiny HuBERT (600 frames): fp32 1.0000, fp16 0.9983, int8 0.9867.
+ORACLE_FLOOR = {"fp32": 1.0, "fp16": 0.98, "int8": 0.95}
+FP16_SIZE = (0.75, 0.79)  # fp16 / fp32 file size on the tiny model, measured 0.772
+INT8_SIZE = 0.725  # int8 / fp32 file size on the tiny model, measured 0.705
+OFF_GRID = (8_000, 16_257, 25_919, 37_123, 47_001, 59_555)  # samples: none is 400 + 320 m; 12 s in all
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +76,45 @@ def test_manifest_carries_precision_and_measured_agreement(bundles, speech_dir, 
     assert 0 <= agreement["matching"] <= agreement["frames"]
     assert agreement["agreement"] == round(agreement["matching"] / agreement["frames"], 6)
     assert agreement["min_agreement"] == DEFAULT_FLOOR[precision]
-    assert agreement["agreement"] >= DEFAULT_FLOOR[precision]
+
+
+@pytest.fixture(scope="module")
+def reference_units(tiny_hubert, tiny_units, speech_16k, bundles):
+    """Off-grid slices of the speech and transformers' units for them: the float32 model's
+    hidden_states[L] with the checkpoint's own feature extractor, then argmin over the centroids."""
+    import torch
+    from transformers import AutoModel, Wav2Vec2FeatureExtractor
+
+    layer = Tokenizer(bundles["fp32"]).manifest.layer
+    model = AutoModel.from_pretrained(tiny_hubert).eval()
+    extractor = Wav2Vec2FeatureExtractor.from_pretrained(tiny_hubert)
+    centroids = np.load(tiny_units).astype(np.float64)
+    cases, start = [], 0
+    for n in OFF_GRID:
+        assert (n - 400) % 320 != 0
+        samples = speech_16k[start:start + n]
+        start += n
+        with torch.no_grad():
+            inputs = extractor(samples, sampling_rate=16_000, return_tensors="pt").input_values
+            hidden = model(inputs, output_hidden_states=True).hidden_states[layer][0].numpy().astype(np.float64)
+        distances = (hidden ** 2).sum(1)[:, None] - 2 * hidden @ centroids.T + (centroids ** 2).sum(1)[None]
+        cases.append((samples, distances.argmin(1)))
+    return cases
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_units_agree_with_transformers_float32(bundles, reference_units, precision):
+    tokenizer = Tokenizer(bundles[precision])
+    matching = frames = 0
+    for samples, expected in reference_units:
+        got = tokenizer.tokenize(samples, sample_rate=16_000)
+        assert len(got) == len(expected) == frame_count(len(samples))
+        matching += int((got == expected).sum())
+        frames += len(got)
+    assert frames > 550 and len(np.unique(np.concatenate([e for _, e in reference_units]))) > 3
+    agreement = matching / frames
+    print(f"{precision}: {agreement:.4f} of {frames} frames equal transformers float32")
+    assert agreement >= ORACLE_FLOOR[precision], f"{precision}: {agreement:.4f} of {frames} frames"
 
 
 def test_fp32_is_exact_and_int8_reports_what_it_quantized(bundles):
@@ -86,8 +131,12 @@ def test_variants_are_smaller_and_keep_centroid_distances_fp32(bundles, tiny_uni
     from audiotok.runtime.bundle_centroids import extract_centroids
 
     sizes = {p: bundles[p].stat().st_size for p in PRECISIONS}
-    assert sizes["fp16"] < 0.85 * sizes["fp32"]
-    assert sizes["int8"] < 0.85 * sizes["fp32"]
+    # README: fp16 is "half the size", int8 at most 35% of fp32 (31.8% measured on HuBERT-base, where
+    # the transformer's weights are nearly all of the file). In this 32-dim model the parts every
+    # precision keeps float32 (centroids, the int8 CNN, the graph itself) weigh as much as the weights:
+    # measured fp16 0.772 and int8 0.705 of fp32; the bounds sit two points around that.
+    assert FP16_SIZE[0] <= sizes["fp16"] / sizes["fp32"] <= FP16_SIZE[1]
+    assert sizes["int8"] / sizes["fp32"] <= INT8_SIZE
     trained = np.load(tiny_units).astype(np.float32)
     for precision in PRECISIONS:  # distances use the exact fp32 centroids in every precision
         recovered = extract_centroids(bundles[precision], Tokenizer(bundles[precision]).manifest)
