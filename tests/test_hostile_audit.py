@@ -96,3 +96,25 @@ def test_what_is_not_a_channel_number_is_refused_naming_it(channel, bundle):
 
     with pytest.raises(SettingsError, match="channel must be 'mean' or a channel number"):
         Tokenizer(bundle, channel=channel)
+
+
+@pytest.mark.parametrize("command", [
+    ("tokenize", "{bundle}", "{clip}", "-o", "{target}"),
+    ("tokenize", "{bundle}", "{clip}", "--format", "jsonl", "-o", "{target}"),
+    ("tokenize", "{bundle}", "{clip}", "--format", "fairseq", "-o", "{target}"),
+    ("info", "{bundle}", "--centroids", "{target}"),
+    ("evaluate", "{bundle}", "{clip}", "-o", "{target}"),
+])
+@pytest.mark.parametrize("suffix", [".wav", ".npy"])  # the name does not matter: the content is a recording
+def test_an_output_onto_a_recording_that_is_not_an_input_is_refused(command, suffix, bundle, stereo, tmp_path,
+                                                                    capsys):
+    clip = write_wav(tmp_path / "clip.wav", stereo[:, 0])
+    target = write_wav(tmp_path / "take2.wav", stereo[:, 1]).rename(tmp_path / f"take2{suffix}")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    args = [a.format(bundle=bundle, clip=clip, target=target) for a in command]
+    code, _, err = run_in_process(capsys, *args)
+    lines = [line for line in err.splitlines() if line.startswith("audiotok: error: ")]
+    assert code == 1 and "Traceback" not in err and lines == [
+        f"audiotok: error: -o {target}: is WAV audio, and audiotok writes no audio, so this would destroy a "
+        "recording; nothing was changed: give another name"], err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
