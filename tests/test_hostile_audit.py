@@ -118,3 +118,16 @@ def test_an_output_onto_a_recording_that_is_not_an_input_is_refused(command, suf
         f"audiotok: error: -o {target}: is WAV audio, and audiotok writes no audio, so this would destroy a "
         "recording; nothing was changed: give another name"], err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_resume_counts_only_the_files_it_was_given(bundle, stereo, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.wav", "b.wav"):
+        write_wav(tmp_path / name, stereo[:, 0])
+    assert run_in_process(capsys, "tokenize", bundle, "a.wav", "b.wav", "--format", "jsonl", "-o", "u.jsonl")[0] == 0
+    code, _, err = run_in_process(capsys, "tokenize", bundle, "b.wav", "--format", "jsonl", "-o", "u.jsonl")
+    assert code == 0, err
+    assert err.splitlines()[-1].endswith(
+        "; 1 of 1 files done; it also holds 1 records of paths not given this run (records match paths as written: "
+        "resume with the same path arguments, from the same folder)"), err
+    assert (tmp_path / "u.jsonl").read_text().count('"path"') == 2
