@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 
@@ -44,7 +45,7 @@ TRIM_AMIN_POWER = 1e-10  # librosa's amplitude_to_db amin (1e-5) squared
 
 def parse_channel(value: object, *, option: str = "--channel") -> int | str:
     """``"mean"`` or a channel index >= 0 (from the command line, a sidecar or a manifest)."""
-    if value == CHANNEL_MEAN:
+    if isinstance(value, str) and value == CHANNEL_MEAN:  # a str first: an array's == is elementwise
         return CHANNEL_MEAN
     if isinstance(value, bool):
         raise SettingsError(f"{option} must be 'mean' or a channel number (0 is the first), got {value!r}")
@@ -54,9 +55,9 @@ def parse_channel(value: object, *, option: str = "--channel") -> int | str:
         except ValueError:
             raise SettingsError(f"{option} must be 'mean' or a channel number (0 is the first), "
                                 f"got {value!r}") from None
-    if not isinstance(value, int) or value < 0:
+    if not isinstance(value, Integral) or value < 0:  # Integral: a numpy int is a channel number too
         raise SettingsError(f"{option} must be 'mean' or a channel number (0 is the first), got {value!r}")
-    return value
+    return int(value)
 
 
 def parse_trim_db(value: object, *, option: str = "--trim-silence") -> float | None:

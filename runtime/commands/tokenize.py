@@ -197,8 +197,12 @@ def _run_resumable(args, files: list[CorpusFile], engine: Engine, spec: WorkerSp
                     progress.update(result.seconds)
     finally:
         progress.close()
+    done_here = sum(f.path in out.done for f in files)
+    others = len(out.done) - done_here  # records of paths this run was not given (other spellings, another cwd)
+    also = (f"; it also holds {others} records of paths not given this run (records match paths as written: "
+            "resume with the same path arguments, from the same folder)") if others else ""
     print(f"audiotok: {args.output}: {progress.summary()} with {engine.description}; "
-          f"{len(out.done)} of {len(files)} files done", file=sys.stderr)
+          f"{done_here} of {len(files)} files done{also}", file=sys.stderr)
     if out.errors:
         raise AudiotokError(f"{len(out.errors)} of {len(files)} files failed, listed in {out.errors_path} "
                             "(the others are done; run again to retry them)")

@@ -25,6 +25,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import os_error_line
 from .side_files import read_head
 from .staging import STAGE_ATTEMPTS, OutputError, replace_into, stage_beside, staged_name, staged_name_pattern
 
@@ -52,8 +53,13 @@ class FileSet:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.commit()
-        else:
-            self.discard()
+            return
+        writing_to = self._staged[-1][1] if self._staged else None  # the file being written when it failed
+        self.discard()
+        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError) and writing_to is not None:
+            # a full disk or an I/O error while writing one of the set: one line naming that file, as
+            # atomic_path's writing() does for a single output
+            raise OutputError(os_error_line(exc, writing_to)) from None
 
     def commit(self) -> None:
         """Rename every staged file onto its target, in order; on any error, restore the previous set."""

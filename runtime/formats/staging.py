@@ -50,11 +50,31 @@ def close_quietly(stream) -> None:
         pass
 
 
+AUDIO_MAGIC = ((0, b"RIFF", 8, b"WAVE", "WAV"), (0, b"RF64", 8, b"WAVE", "WAV"), (0, b"OggS", 0, b"", "Ogg"),
+               (0, b"fLaC", 0, b"", "FLAC"), (0, b"ID3", 0, b"", "MP3"), (0, b"FORM", 8, b"AIFF", "AIFF"),
+               (0, b"FORM", 8, b"AIFC", "AIFF"), (0, b"caff", 0, b"", "CAF"), (4, b"ftypM4A", 0, b"", "M4A"))
+
+
+def audio_kind(path: Path) -> str | None:
+    """"WAV", "Ogg", "FLAC", ... when the file at ``path`` starts as that audio container does, else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    for at, magic, at2, magic2, name in AUDIO_MAGIC:
+        if head[at:at + len(magic)] == magic and head[at2:at2 + len(magic2)] == magic2:
+            return name
+    return None
+
+
 def check_target(target: str | os.PathLike, *, folder: bool = False) -> Path:
     """Refuse a target that a staged output must not replace; returns it as a Path.
 
     A file output may replace a regular file (that is what ``-o`` means), never a folder, a link or
-    a device; a folder output's own checks (what it may replace) belong to its writer.
+    a device, and never a recording: audiotok writes no audio, so an output onto one (``-o take2.wav``,
+    ``--centroids clip.ogg``) is a slip that would destroy it. A folder output's own checks (what it
+    may replace) belong to its writer.
     """
     target = Path(target)
     if str(target) in ("", ".", "..") or target.name in ("", ".", ".."):
@@ -72,6 +92,10 @@ def check_target(target: str | os.PathLike, *, folder: bool = False) -> Path:
             raise OutputError(f"-o {target}: is a symbolic link, which would be replaced; give the real path")
         if not stat.S_ISREG(info.st_mode):
             raise OutputError(f"-o {target}: exists and is not a regular file; give another name")
+        kind = audio_kind(target)
+        if kind is not None:
+            raise OutputError(f"-o {target}: is {kind} audio, and audiotok writes no audio, so this would destroy "
+                              f"a recording; nothing was changed: give another name")
     parent = target.parent
     if parent.exists() and not parent.is_dir():
         raise OutputError(f"-o {target}: {parent} is not a folder")

@@ -50,8 +50,28 @@ def save_figure(figure, path: str | Path) -> None:
         render_figure(figure, tmp, image_format(path))
 
 
+def literal_text(figure) -> None:
+    """Make every text in ``figure`` draw as the characters it holds: file names are user data.
+
+    A name that is not UTF-8 reaches Python with lone surrogates, which the font code refuses (a
+    TypeError deep in matplotlib), and a name with two ``$`` would be parsed as TeX math (a parse
+    error, or a wrong title). Surrogates are shown escaped (``\\udcff``, as audiotok's messages show
+    them) and math parsing is off; audiotok's own labels use neither.
+    """
+    from matplotlib.text import Text
+
+    for text in figure.findobj(Text):
+        content = text.get_text()
+        if isinstance(content, str):
+            shown = content.encode("utf-8", "backslashreplace").decode("utf-8")
+            if shown != content:
+                text.set_text(shown)
+        text.set_parse_math(False)
+
+
 def render_figure(figure, file: str | Path, fmt: str) -> None:
     """Write ``figure`` to ``file`` as it is (a staged temp file: the caller renames it into place)."""
+    literal_text(figure)
     metadata = {"Software": PNG_SOFTWARE} if fmt == "png" else None
     figure.savefig(file, format=fmt, dpi=DPI, metadata=metadata)
 
