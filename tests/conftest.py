@@ -145,3 +145,17 @@ def logmel_bundle(logmel_units) -> Path:
 def write_wav(path: Path, samples: np.ndarray, rate: int = 16_000) -> Path:
     sf.write(path, samples, rate, subtype="FLOAT" if samples.dtype.kind == "f" else "PCM_16")
     return path
+
+
+# The modules that take longest (an emulated Raspberry Pi, exports of every encoder family, a bundle
+# past 2 GB, Ray clusters), measured with --durations on 2 cores. `--dist loadfile` hands modules out
+# in collection order, so these go first: a long module started last would leave one worker alone at
+# the end while the other waits.
+SLOW_FIRST = ("test_arm64.py", "test_large_bundle.py", "test_parity_matrix.py", "test_compute.py",
+              "test_precision.py", "test_stream_agreement.py", "test_ray_node_lost.py", "test_benchmarks_smoke.py",
+              "test_fuzz_bundles.py", "test_fuzz_audio.py", "test_parity.py", "test_stream.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: order within a module kept
