@@ -151,9 +151,17 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = 16_000) -> Path:
 # past 2 GB, Ray clusters), measured with --durations on 2 cores. `--dist loadfile` hands modules out
 # in collection order, so these go first: a long module started last would leave one worker alone at
 # the end while the other waits.
-SLOW_FIRST = ("test_arm64.py", "test_large_bundle.py", "test_parity_matrix.py", "test_compute.py",
+SLOW_FIRST = ("test_arm64.py", "test_large_bundle.py", "test_parity_matrix.py", "test_compute.py",  # the first
+              # two go to the two workers, the next two follow them (xdist hands each worker two modules at first)
               "test_precision.py", "test_stream_agreement.py", "test_ray_node_lost.py", "test_benchmarks_smoke.py",
               "test_fuzz_bundles.py", "test_fuzz_audio.py", "test_parity.py", "test_stream.py")
+
+
+def pytest_configure(config) -> None:
+    # pytest-xdist would otherwise reorder modules by their number of tests (--loadscope-reorder, its
+    # default), which starts the many quick fuzz cases first and leaves the slow modules for the tail.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config, items) -> None:
