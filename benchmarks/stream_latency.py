@@ -142,9 +142,10 @@ def build_bundles(checkpoint: Path, layer: int, workdir: Path, audio: np.ndarray
             continue
         flag = "yes" if norm == "utterance" else "no"
         print(f"building {bundle.name} ...", file=sys.stderr)
-        features = FeatureExtractor(load_encoder(str(checkpoint), layer, flag)).features([audio])
         centroids = workdir / f"{checkpoint.name}-L{layer}-{norm}.npy"
-        np.save(centroids, fit_kmeans(features, KMeansConfig(k=K, n_init=1, max_iter=20)))
+        if not centroids.exists():  # kept between runs: a re-export (new audiotok) keeps the same units
+            features = FeatureExtractor(load_encoder(str(checkpoint), layer, flag)).features([audio])
+            np.save(centroids, fit_kmeans(features, KMeansConfig(k=K, n_init=1, max_iter=20)))
         export_bundle(ExportConfig(model=str(checkpoint), centroids=str(centroids), output=str(bundle),
                                    layer=layer, normalize=flag, min_agreement=0.99, audio=[str(parity)]))
     return bundles

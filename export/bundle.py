@@ -36,6 +36,7 @@ from audiotok.runtime.log import log
 from audiotok.runtime.manifest import PRECISIONS, Manifest
 from audiotok.runtime.preprocess import CHANNEL_MEAN, FEATURE_NORMS, FRAME_RULES, check_choice, parse_channel
 from audiotok.runtime.session import INPUT_NAME, OUTPUT_NAME
+from audiotok.runtime.stream_entry import StreamEntry
 from audiotok.runtime.tokenizer import Tokenizer
 
 from .centroids import Centroids, CentroidsError, load_centroids
@@ -49,6 +50,7 @@ from .parity import (Agreement, Reference, check_min_agreement, graph_units_fn, 
                      torch_reference)
 from .probe_audio import pseudo_speech
 from .quantize import quantize_int8
+from .stream_graph import StreamableGraph, stream_split
 
 PARITY_SECONDS = 60.0  # total audio compared at export, where the training (or --audio) audio has that much
 PARITY_CLIP_SECONDS = 10.0
@@ -264,15 +266,22 @@ def _variant(config: ExportConfig, fp32: Path, folder: Path, clips: list[np.ndar
     return target, {"int8": report.as_dict()}
 
 
-def _export_and_release(encoder: Encoder, centroids: Centroids, options: ProcessorOptions, path: Path) -> None:
-    """Export the graph, then let the torch weights go: later stages hold the ONNX copy only, which keeps
-    an export's peak near two copies of the weights at any size."""
+def _export_and_release(encoder: Encoder, centroids: Centroids, options: ProcessorOptions, path: Path, *,
+                        stream: bool) -> StreamEntry | None:
+    """Export the graph (with the stream entry point when ``stream`` and the encoder splits: stream_graph.py),
+    then let the torch weights go: later stages hold the ONNX copy only, which keeps an export's peak near
+    two copies of the weights at any size. Returns the stream entry exported, if any."""
     graph = UnitGraph(prepare_for_export(encoder), centroids.array, options.feature_norm, with_features=True).eval()
+    split = stream_split(encoder) if stream else None
+    if split is not None:
+        graph = StreamableGraph(graph, split).eval()
+    entry = graph.entry if split is not None else None
     export_graph(graph, path)
-    del graph
+    del graph, split
     for parameter in [*encoder.parameters(), *encoder.buffers()]:
         parameter.data = torch.empty(0, dtype=parameter.dtype)  # the caller's reference no longer holds weights
     gc.collect()
+    return entry
 
 
 def export_bundle(config: ExportConfig, progress: Progress = lambda _: None) -> tuple[Manifest, Agreement]:
@@ -302,7 +311,9 @@ def export_bundle(config: ExportConfig, progress: Progress = lambda _: None) -> 
     with tempfile.TemporaryDirectory(prefix="audiotok-export-") as tmp:
         folder = Path(tmp)
         progress("exporting to ONNX")
-        _export_and_release(encoder, centroids, options, folder / "graph.onnx")
+        # The stream entry point in fp32 bundles only: fp16 and int8 stream by recomputing windows.
+        entry = _export_and_release(encoder, centroids, options, folder / "graph.onnx",
+                                    stream=config.precision == "fp32")
         progress("optimizing the graph")
         fused = optimize_graph(folder / "graph.onnx", folder / "fp32.onnx", transformer=spec.encoder_type != "logmel")
         variant, details = _variant(config, folder / "fp32.onnx", folder, clips, reference, calibration, progress)
@@ -312,6 +323,7 @@ def export_bundle(config: ExportConfig, progress: Progress = lambda _: None) -> 
             centroids_sha256=centroids.sha256, audiotok_version=__version__, licence=spec.licence,
             frame_rule=options.frame_rule, feature_norm=options.feature_norm, channel=options.channel,
             provenance={**provenance, "optimizations": {"fused": fused}, **details},
+            stream=entry.to_dict() if entry is not None else None,
         )
         staged = folder / "bundle.onnx"
         attach_manifest(variant, staged, manifest, keep_features=True, layout=config.layout)

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 
 from audiotok.runtime.constants import MANIFEST_KEY, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
 from audiotok.runtime.manifest import Manifest
 from audiotok.runtime.session import INPUT_NAME, OUTPUT_NAME
+from audiotok.runtime.stream_entry import (CACHE, CNN_STATS, SKIP, STATS_ROWS, STREAM_INPUTS, STREAM_NODE_PREFIX,
+                                           STREAM_OUTPUTS, WAVE_STATS, WAVEFORM, StreamEntry)
 
 from .container import write_bundle
 from .graph import UnitGraph
+from .stream_graph import StreamableGraph
 from .quiet import quiet
 
 OPSET = 18
@@ -20,33 +25,85 @@ TRACE_SAMPLES = 3 * SAMPLE_RATE  # example input length for tracing; the length 
 
 
 FEATURES_NAME = "features"  # the debug output: hidden_states[layer], [batch, frames, dim] f32
+STREAM_TRACE_SAMPLES = SAMPLE_RATE + 237
+STREAM_TRACE_FRAMES = 10
 
 
-def export_graph(graph: UnitGraph, path: Path) -> None:
+def _stream_examples(entry: StreamEntry) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(1)
+    return (torch.zeros(1, STREAM_TRACE_SAMPLES).uniform_(-0.5, 0.5, generator=generator),
+            torch.zeros(1, STREAM_TRACE_FRAMES, entry.frame_dim).uniform_(-0.5, 0.5, generator=generator),
+            torch.tensor(80, dtype=torch.int64),
+            torch.zeros(STATS_ROWS, entry.stats_channels, dtype=torch.float64),
+            torch.zeros(STATS_ROWS, 1, dtype=torch.float64))
+
+
+def export_graph(graph: UnitGraph | StreamableGraph, path: Path) -> None:
     """Write ``graph`` as ONNX: input ``waveform`` [batch, samples] f32, output ``units`` [batch, frames] i64
-    (and ``features`` when the graph returns them)."""
+    (and ``features`` when the graph returns them; and the stream entry's inputs and outputs, named as in
+    runtime/stream_entry.py, for a :class:`StreamableGraph`)."""
     graph.eval()
     example = torch.zeros(1, TRACE_SAMPLES).uniform_(-0.5, 0.5, generator=torch.Generator().manual_seed(0))
     shapes = {"waveform": {0: torch.export.Dim("batch", max=1024),
                            1: torch.export.Dim("samples", min=RECEPTIVE_FIELD_SAMPLES, max=2**31 - 1)}}
-    outputs = [OUTPUT_NAME, FEATURES_NAME] if graph.with_features else [OUTPUT_NAME]
+    unit_graph = graph.unit_graph if isinstance(graph, StreamableGraph) else graph
+    outputs = [OUTPUT_NAME, FEATURES_NAME] if unit_graph.with_features else [OUTPUT_NAME]
+    inputs, examples = [INPUT_NAME], (example,)
+    if isinstance(graph, StreamableGraph):
+        inputs, outputs = inputs + list(STREAM_INPUTS), outputs + list(STREAM_OUTPUTS)
+        examples += _stream_examples(graph.entry)
+        shapes.update({WAVEFORM: {1: torch.export.Dim("stream_samples", min=RECEPTIVE_FIELD_SAMPLES, max=2**31 - 1)},
+                       CACHE: {1: torch.export.Dim("cached_frames", min=0, max=2**24)},
+                       SKIP: None, CNN_STATS: None, WAVE_STATS: None})
     with quiet("torch.onnx"), torch.no_grad():
-        program = torch.onnx.export(graph, (example,), dynamo=True, dynamic_shapes=shapes, opset_version=OPSET,
-                                    input_names=[INPUT_NAME], output_names=outputs, verbose=False,
+        program = torch.onnx.export(graph, examples, dynamo=True, dynamic_shapes=shapes, opset_version=OPSET,
+                                    input_names=inputs, output_names=outputs, verbose=False,
                                     optimize=True)
         program.save(str(path), external_data=True)  # weights beside it: any size fits
+
+
+def stream_defaults(entry: StreamEntry) -> list[onnx.TensorProto]:
+    """Initializers named like the stream inputs: what the graph uses when a caller (the offline path)
+    omits them. A short silent segment and no cache: a few frames' compute per offline run."""
+    values = {WAVEFORM: np.zeros((1, RECEPTIVE_FIELD_SAMPLES), np.float32),
+              CACHE: np.zeros((1, 0, entry.frame_dim), np.float32),
+              SKIP: np.array(0, np.int64),
+              CNN_STATS: np.zeros((STATS_ROWS, entry.stats_channels), np.float64),
+              WAVE_STATS: np.zeros((STATS_ROWS, 1), np.float64)}
+    return [numpy_helper.from_array(value, name) for name, value in values.items()]
+
+
+def _mark_stream_nodes(graph: onnx.GraphProto, offline_outputs: set[str]) -> None:
+    """Prefix the names of nodes the offline outputs do not need (the stream path's own)."""
+    producer = {out: node for node in graph.node for out in node.output}
+    needed, todo = set(), list(offline_outputs)
+    while todo:
+        node = producer.get(todo.pop())
+        if node is not None and id(node) not in needed:
+            needed.add(id(node))
+            todo.extend(name for name in node.input if name)
+    for node in graph.node:
+        if id(node) not in needed and not node.name.startswith(STREAM_NODE_PREFIX):
+            node.name = STREAM_NODE_PREFIX + node.name
 
 
 def attach_manifest(source: Path, target: Path, manifest: Manifest, *, keep_features: bool = False,
                     layout: str = "auto") -> str:
     """Write the ONNX model at ``source`` to ``target`` with the manifest in its metadata, in ``layout``
-    (container.py; returns the one written); outputs other than ``units`` are dropped unless
-    ``keep_features`` (their nodes stay: units are computed from them)."""
+    (container.py; returns the one written); ``features`` is dropped unless ``keep_features`` (its
+    nodes stay: units are computed from them). With a manifest ``stream`` entry the stream inputs get
+    their default initializers, and the stream path's own nodes are named ``stream/...``; without
+    one, the stream outputs (if any) are dropped."""
     model = onnx.load(str(source), load_external_data=False)  # weights stay in their files until written
-    if not keep_features:
-        kept = [o for o in model.graph.output if o.name == OUTPUT_NAME]
-        del model.graph.output[:]
-        model.graph.output.extend(kept)
+    entry = manifest.stream_entry
+    wanted = {OUTPUT_NAME} | ({FEATURES_NAME} if keep_features else set()) | (set(STREAM_OUTPUTS) if entry else set())
+    kept = [o for o in model.graph.output if o.name in wanted]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+    if entry is not None:
+        _mark_stream_nodes(model.graph, {OUTPUT_NAME, FEATURES_NAME})
+        present = {t.name for t in model.graph.initializer}
+        model.graph.initializer.extend(t for t in stream_defaults(entry) if t.name not in present)
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = MANIFEST_KEY, manifest.to_json()

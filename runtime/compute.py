@@ -40,6 +40,7 @@ from .memory_limit import bounded_arena, limit_mb, memory_message, remember_limi
 from .onnx_nodes import Node, read_graph
 from .session import INPUT_NAME, OUTPUT_NAME, inference_session, require_self_contained, session_options
 from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS
+from .stream_entry import STREAM_NODE_PREFIX
 
 STAGES = ("cnn", "positional_conv", "transformer_linear", "attention", "nearest_centroid")
 OFFLINE_SECONDS = 30.0  # the offline count is for one pass over this much audio
@@ -183,6 +184,8 @@ def profile_shapes(bundle: str | os.PathLike, frames: tuple[int, ...]) -> list[d
     for event in sorted((e for e in events if isinstance(e, dict) and e.get("cat") == "Node"
                          and str(e.get("name", "")).endswith("_kernel_time")), key=lambda e: e.get("ts", 0)):
         name = event["name"][: -len("_kernel_time")]
+        if name.startswith(STREAM_NODE_PREFIX):  # the stream entry's own nodes, run on their defaults
+            continue
         run = seen[name]
         seen[name] += 1
         if run >= len(runs):
@@ -284,10 +287,15 @@ def stream_window_frames(chunk_ms: float = DEFAULT_CHUNK_MS, lookahead_ms: float
 
 
 def stream_cost(model: CostModel, chunk_ms: float = DEFAULT_CHUNK_MS, lookahead_ms: float = DEFAULT_LOOKAHEAD_MS,
-                context_ms: float = DEFAULT_CONTEXT_MS) -> dict:
-    """A stream's steady-state cost: one window per chunk, each of context + chunk + lookahead."""
+                context_ms: float = DEFAULT_CONTEXT_MS, *, cached: bool = False) -> dict:
+    """A stream's steady-state cost: one window per chunk, each of context + chunk + lookahead; with
+    ``cached`` (the bundle's stream entry point) the CNN runs on the chunk's new frames only."""
     window = stream_window_frames(chunk_ms, lookahead_ms, context_ms)
-    per_window = sum(model.macs(window).values())
+    stages = model.macs(window)
+    per_window = sum(stages.values())
+    if cached:
+        chunk = stream_window_frames(chunk_ms, 0, 0)
+        per_window += model.macs(chunk)["cnn"] - stages["cnn"]
     per_second = 1000.0 / chunk_ms
     return {"chunk_ms": chunk_ms, "lookahead_ms": lookahead_ms, "context_ms": context_ms,
             "window_frames": window, "windows_per_second": round(per_second, 4),

@@ -20,6 +20,7 @@ from .constants import (
 )
 from .errors import BundleError
 from .preprocess import CHANNEL_MEAN, FEATURE_NORMS, FRAME_RULES
+from .stream_entry import StreamEntry, StreamRule
 from .json_rules import (AnyJson, Choice, ChoiceOrInteger, Integer, JsonObject, JsonRuleError, Rule, Text,
                          load_bounded_json, shown)
 
@@ -54,6 +55,7 @@ FIELD_RULES: dict[str, Rule] = {
     "licence": Text(optional=True),
     "provenance": JsonObject(),
     "agreement": JsonObject(),
+    "stream": StreamRule(),
 }
 
 
@@ -84,6 +86,12 @@ class Manifest:
     licence: str | None = None  # the encoder's licence where its model card states one
     provenance: dict[str, Any] = field(default_factory=dict)  # versions, centroid source, training
     agreement: dict[str, Any] = field(default_factory=dict)  # measured at export time
+    # The stream entry point (stream_entry.py); None in bundles without one (they stream by recomputing windows).
+    stream: dict[str, Any] | None = None
+
+    @property
+    def stream_entry(self) -> StreamEntry | None:
+        return None if self.stream is None else StreamEntry.from_dict(self.stream)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, allow_nan=False)  # readers refuse NaN

@@ -36,6 +36,7 @@ from .audio import Resampler, check_finite, check_sample_rate, to_mono_float32
 from .constants import FRAME_MS, FRAME_SECONDS, HOP_SAMPLES, SAMPLE_RATE, frame_count
 from .errors import SettingsError
 from .preprocess import CHANNEL_MEAN, padded_length, parse_channel
+from .stream_cache import CachedEncoder
 from .windowing import UnitsFn, Windower, WindowPolicy
 
 
@@ -128,15 +129,21 @@ class Stream:
     Not thread-safe: feed it from one thread (a microphone callback should only queue audio).
     """
 
-    def __init__(self, units_fn: UnitsFn, settings: StreamSettings = StreamSettings()) -> None:
+    def __init__(self, units_fn: UnitsFn, settings: StreamSettings = StreamSettings(), *,
+                 cached: CachedEncoder | None = None) -> None:
+        """``cached``: run windows through the bundle's stream entry point (:mod:`stream_cache`) instead of
+        ``units_fn`` on each window's samples."""
         self.settings = settings
         self.policy = settings.policy
-        self._windower = Windower(self.policy, units_fn)
+        self._cached = cached
+        self._windower = Windower(self.policy, units_fn, cached)
         self.reset()
 
     def reset(self) -> None:
         """Forget all audio and start a new stream at frame 0 (the resampler starts over too)."""
         self._windower.reset()
+        if self._cached is not None:
+            self._cached.reset()
         self._resample = Resampler(self.settings.sample_rate)
         self._accepted = 0
         self._finished = False

@@ -18,6 +18,8 @@ from .native_stderr import Captured, captured_stderr, library_message
 from .preprocess import Preprocess, prepared_blocks
 from .session import INPUT_NAME, OUTPUT_NAME, open_session
 from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, Stream, StreamSettings
+from .stream_cache import CachedEncoder, check_stream_signature
+from .stream_entry import WAVEFORM
 from .stream_target import Prediction, calibrate, choose, latency_target
 from .windowing import OFFLINE_POLICY, WindowPolicy, Windower, one_pass_samples
 
@@ -63,6 +65,8 @@ class Tokenizer:
         longest = max(policy.one_pass_samples // HOP_SAMPLES,
                       policy.chunk_frames + policy.context_frames + policy.lookahead_frames)
         self.session, self.manifest = open_session(bundle, providers=providers, threads=threads, run_frames=longest)
+        if self.manifest.stream_entry is not None:
+            check_stream_signature(self.session, self.manifest.stream_entry, str(self.path))
         self.policy = policy
         self.preprocess = Preprocess(channel=self.manifest.channel if channel is None else channel,
                                      trim_db=trim_db, pad_last_frame=self.manifest.frame_rule == "pad")
@@ -83,19 +87,34 @@ class Tokenizer:
         return checked_units(self._run_graph(batch), len(samples), self.manifest.k, str(self.path))
 
     def _run_graph(self, batch: np.ndarray) -> np.ndarray:
+        return self.run_outputs([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+    def run_outputs(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One session run with onnxruntime's own stderr lines captured: dropped, or the error's reason."""
         noise = Captured()
         try:
             # stoppable innermost: the signal's Python handler runs as the run ends, in stoppable's exit,
             # so captured_stderr still gets to put fd 2 back
             with captured_stderr() as noise, stoppable() as run_options:
-                return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch}, run_options)[0]
+                return self.session.run(outputs, feeds, run_options)
         except Exception as exc:  # onnxruntime's private exception types (a node failed, out of memory)
             too_big = memory_message(str(exc), self.session)
             if too_big is not None:
                 raise BundleError(f"{self.path}: {too_big}") from None
-            raise BundleError(f"{self.path}: the graph failed on {batch.shape[1] / SAMPLE_RATE:.2f} s of audio "
+            seconds = max(v.shape[-1] for k, v in feeds.items() if k in (INPUT_NAME, WAVEFORM)) / SAMPLE_RATE
+            raise BundleError(f"{self.path}: the graph failed on {seconds:.2f} s of audio "
                               f"({library_message(exc, noise)})") from None
+
+    def cached_encoder(self) -> CachedEncoder | None:
+        """A stream's window runner through the bundle's stream entry point; None for bundles without one."""
+        entry = self.manifest.stream_entry
+        if entry is None:
+            return None
+
+        def check(output: np.ndarray, n_samples: int) -> np.ndarray:
+            return checked_units(output, n_samples, self.manifest.k, str(self.path))
+
+        return CachedEncoder(entry, self.run_outputs, check, str(self.path))
 
     def settings_for_latency(self, latency_ms: float, sample_rate: int = SAMPLE_RATE) -> Prediction:
         """The stream settings that keep per-frame p95 latency within ``latency_ms`` on this device,
@@ -133,7 +152,7 @@ class Tokenizer:
             if given != value and given != getattr(StreamSettings, name):
                 raise SettingsError(f"stream settings ask for {name}={given!r}, but {self.path} was exported with "
                                     f"{name}={value!r}")
-        return Stream(self.units_for_window, replace(settings, **bundle))
+        return Stream(self.units_for_window, replace(settings, **bundle), cached=self.cached_encoder())
 
     def tokenize(self, audio: AudioInput, sample_rate: int | None = None) -> np.ndarray:
         """Units of a file path, or of samples (float or int PCM, ``(n,)`` or ``(n, channels)``).

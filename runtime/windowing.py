@@ -132,6 +132,7 @@ def plan_windows(policy: WindowPolicy, n_samples: int) -> list[Window]:
 
 
 UnitsFn = Callable[[np.ndarray], np.ndarray]  # 16 kHz samples of one window -> one unit per frame
+WindowFn = Callable[["Window", np.ndarray], np.ndarray]  # the same, told which window (stream_cache.py)
 
 
 class Windower:
@@ -142,9 +143,11 @@ class Windower:
     one window's samples (plus the block being pushed), whatever the input length.
     """
 
-    def __init__(self, policy: WindowPolicy, units_fn: UnitsFn) -> None:
+    def __init__(self, policy: WindowPolicy, units_fn: UnitsFn, window_fn: WindowFn | None = None) -> None:
+        """``window_fn``, when given, computes each window instead of ``units_fn`` (it is told which)."""
         self.policy = policy
         self._units_fn = units_fn
+        self._window_fn = window_fn
         self.reset()
 
     def reset(self) -> None:
@@ -196,7 +199,8 @@ class Windower:
             self._buffer = np.concatenate([self._buffer, *self._blocks])
             self._blocks = []
         lo, hi = window.sample_start - self._buffer_start, window.sample_stop - self._buffer_start
-        units = np.asarray(self._units_fn(self._buffer[lo:hi]))
+        samples = self._buffer[lo:hi]
+        units = np.asarray(self._window_fn(window, samples) if self._window_fn else self._units_fn(samples))
         if len(units) != window.stop - window.start:
             raise RuntimeError(f"encoder gave {len(units)} frames for a window of {window.stop - window.start}")
         self._next_window += 1

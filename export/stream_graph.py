@@ -1,0 +1,162 @@
+"""The stream entry point exported beside the offline graph, through the same weights.
+
+An encoder is split where its frames become local: the *front* (waveform normalization, the CNN)
+turns samples into one frame per 320 samples, each a function of its own 400 samples once the
+normalization statistics are fixed; the *back* (feature projection, positional convolution,
+transformer layers) runs on a window of frames. A stream computes each frame's front once, caches
+it, and runs the back on cached frames (runtime/stream_cache.py).
+
+:class:`StreamableGraph` returns the offline graph's outputs from ``waveform`` unchanged (the same
+modules, called the same way) and, from its own inputs, the stream path's (runtime/stream_entry.py
+names them). Statistics the offline graph takes over its whole input are, in the stream path,
+running totals (count, sum, sum of squares per channel, float64 between calls) over every sample
+heard so far; each call adds the samples after its ``skip`` overlap, then normalises with the totals.
+
+:func:`stream_split` returns None for encoders it cannot split exactly (checked on a probe:
+``back(front(x))`` must equal the encoder's own output); those bundles stream by recomputing windows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from audiotok.models import Encoder
+from audiotok.models.base import utterance_normalize
+from audiotok.models.huggingface import HuggingFaceEncoder
+from audiotok.models.logmel import LogMelEncoder
+from audiotok.runtime.stream_entry import StreamEntry
+
+from .graph import UnitGraph
+
+WAVEFORM_EPS = 1e-7  # utterance_normalize's variance floor
+SPLIT_FAMILIES = ("hubert", "wav2vec2", "wavlm", "data2vec-audio")  # transformers models with this forward
+PROBE_SAMPLES = 16_000 + 237
+
+
+def running_stats(values: torch.Tensor, valid_from: torch.Tensor, totals: torch.Tensor):
+    """Add ``values[:, :, valid_from:]`` (``[1, C, n]``) to ``totals`` (``[3, C]`` f64: count, sum,
+    sum of squares); return the mean and variance of everything counted (f32, ``[C]``) and the totals."""
+    n = values.shape[-1]
+    mask = (torch.arange(n, device=values.device) >= valid_from).to(values.dtype)
+    masked = values * mask
+    count = mask.sum().to(torch.float64).expand(values.shape[1])
+    total = masked.sum(-1)[0].to(torch.float64)
+    squares = (masked * values).sum(-1)[0].to(torch.float64)
+    totals = totals + torch.stack([count, total, squares])
+    mean = totals[1] / totals[0]
+    var = torch.clamp(totals[2] / totals[0] - mean * mean, min=0.0)
+    return mean.to(values.dtype), var.to(values.dtype), totals
+
+
+class HuggingFaceSplit:
+    """front: (normalization) + CNN, running statistics where the offline graph has input statistics.
+
+    A plain object, not a module: its weights are the encoder's, registered once, in the unit graph."""
+
+    def __init__(self, encoder: HuggingFaceEncoder) -> None:
+        self.model = encoder.model
+        self.normalize = encoder.normalize
+        convs = self.model.feature_extractor.conv_layers
+        first = convs[0]
+        self.group_norm = isinstance(getattr(first, "layer_norm", None), nn.GroupNorm)
+        self.kernel, self.stride = first.conv.kernel_size[0], first.conv.stride[0]
+        self.channels = first.conv.out_channels
+        self.frame_dim = convs[-1].conv.out_channels
+
+    @property
+    def kind(self) -> str:
+        return "running-stats" if self.group_norm or self.normalize else "exact"
+
+    def front(self, samples: torch.Tensor, skip: torch.Tensor, cnn_stats: torch.Tensor, wave_stats: torch.Tensor):
+        x = samples
+        if self.normalize:
+            mean, var, wave_stats = running_stats(x[:, None], skip, wave_stats)
+            x = (x - mean) / torch.sqrt(var + WAVEFORM_EPS)
+        convs = self.model.feature_extractor.conv_layers
+        h = x[:, None]
+        if self.group_norm:
+            first = convs[0]
+            h = first.conv(h)
+            counted = torch.div(torch.clamp(skip - self.kernel + self.stride, min=0), self.stride,
+                                rounding_mode="floor")
+            mean, var, cnn_stats = running_stats(h, counted, cnn_stats)
+            norm = first.layer_norm
+            h = (h - mean[None, :, None]) / torch.sqrt(var[None, :, None] + norm.eps)
+            h = first.activation(h * norm.weight[None, :, None] + norm.bias[None, :, None])
+            convs = convs[1:]
+        for layer in convs:
+            h = layer(h)
+        return h.transpose(1, 2), cnn_stats, wave_stats
+
+    def back(self, frames: torch.Tensor) -> torch.Tensor:
+        hidden = self.model.feature_projection(frames)
+        if isinstance(hidden, tuple):  # wav2vec2 and data2vec return (hidden, normed features)
+            hidden = hidden[0]
+        return self.model.encoder(hidden)[0]
+
+    def offline(self, waveform: torch.Tensor) -> torch.Tensor:
+        """What front + back give with the input's own statistics: checked against the encoder."""
+        x = utterance_normalize(waveform) if self.normalize else waveform
+        frames = self.model.feature_extractor(x).transpose(1, 2)
+        return self.back(frames)
+
+
+class LogMelSplit:
+    """logmel: every frame is local; the back is the identity."""
+
+    kind = "exact"
+
+    def __init__(self, encoder: LogMelEncoder) -> None:
+        self.encoder = encoder
+        self.frame_dim = encoder.spec.dim
+        self.channels = 1
+
+    def front(self, samples, skip, cnn_stats, wave_stats):
+        return self.encoder(samples), cnn_stats, wave_stats
+
+    def back(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames
+
+    def offline(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.encoder(waveform)
+
+
+def stream_split(encoder: Encoder) -> HuggingFaceSplit | LogMelSplit | None:
+    """The encoder's front/back split, or None where this export cannot give one exactly."""
+    if isinstance(encoder, LogMelEncoder):
+        return LogMelSplit(encoder)
+    if not isinstance(encoder, HuggingFaceEncoder) or encoder.spec.encoder_type not in SPLIT_FAMILIES:
+        return None
+    model = encoder.model
+    if getattr(model, "adapter", None) is not None or not hasattr(model, "feature_projection"):
+        return None
+    split = HuggingFaceSplit(encoder)
+    probe = torch.from_numpy(np.random.default_rng(1).standard_normal(PROBE_SAMPLES, dtype=np.float32))[None]
+    with torch.no_grad():
+        if not torch.equal(split.offline(probe), encoder(probe)):
+            return None
+    return split
+
+
+class StreamableGraph(nn.Module):
+    """:class:`UnitGraph`'s outputs from ``waveform``, then the stream path's from its own inputs."""
+
+    def __init__(self, graph: UnitGraph, split: HuggingFaceSplit | LogMelSplit) -> None:
+        super().__init__()
+        self.unit_graph = graph
+        self.split = split  # not a module: its weights are the graph's
+
+    @property
+    def entry(self) -> StreamEntry:
+        return StreamEntry(self.split.kind, self.split.frame_dim, self.split.channels)
+
+    def forward(self, waveform, stream_waveform, stream_cache, stream_skip, stream_cnn_stats, stream_wave_stats):
+        offline = self.unit_graph(waveform)
+        frames, cnn_stats, wave_stats = self.split.front(stream_waveform, stream_skip, stream_cnn_stats,
+                                                         stream_wave_stats)
+        hidden = self.split.back(torch.cat([stream_cache, frames], dim=1))
+        units = self.unit_graph.nearest(hidden)
+        offline = offline if isinstance(offline, tuple) else (offline,)
+        return (*offline, units, frames, cnn_stats, wave_stats)

@@ -1,0 +1,118 @@
+"""A stream through the bundle's stream entry point: each CNN frame computed once, then cached.
+
+:class:`FrameCache` holds the CNN frames of the current window (at most context + chunk +
+lookahead frames, whatever the stream's length). :class:`CachedEncoder` runs one window: it feeds
+the graph only the samples of frames not cached yet (at least the window's last frame), the cached
+frames before them, and the running statistics, and keeps the new frames and statistics the graph
+returns. The window geometry stays :mod:`windowing`'s, so frames are emitted exactly once, in order,
+and flush works as without the cache. What each output may be is checked before it is used: a
+bundle from a stranger fails with its name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, samples_for_frames
+from .errors import BundleError
+from .session import INPUT_NAME
+from .stream_entry import (CACHE, CNN_STATS, FRAMES, SKIP, STATS_ROWS, STREAM_INPUTS, STREAM_OUTPUTS,
+                           WAVE_STATS, WAVEFORM, StreamEntry)
+from .windowing import Window
+
+GraphRun = Callable[[list[str], dict[str, np.ndarray]], list[np.ndarray]]  # session.run, with its error handling
+UnitsCheck = Callable[[np.ndarray, int], np.ndarray]  # (graph output, samples) -> checked units
+
+
+class FrameCache:
+    """CNN frames ``[start, stop)`` of the stream, ``frame_dim`` channels each."""
+
+    def __init__(self, frame_dim: int) -> None:
+        self.frame_dim = frame_dim
+        self.start = 0
+        self.frames = np.zeros((0, frame_dim), np.float32)
+
+    @property
+    def stop(self) -> int:
+        return self.start + len(self.frames)
+
+    def between(self, start: int, stop: int) -> np.ndarray:
+        return self.frames[start - self.start: stop - self.start]
+
+    def extend(self, first: int, frames: np.ndarray) -> None:
+        """Frames from global index ``first`` on; those already held are kept as they are."""
+        new = frames[self.stop - first:]
+        if len(new):
+            self.frames = np.concatenate([self.frames, new])
+
+    def keep_from(self, start: int) -> None:
+        """Forget frames before ``start`` (a copy, so the dropped ones are freed)."""
+        if start > self.start:
+            self.frames = self.frames[start - self.start:].copy()
+            self.start = start
+
+
+class CachedEncoder:
+    """Windows of a stream, computed through the stream entry point with cached frames."""
+
+    def __init__(self, entry: StreamEntry, run: GraphRun, check_units: UnitsCheck, source: str) -> None:
+        self.entry = entry
+        self._run = run
+        self._check_units = check_units
+        self._source = source
+        self._idle = np.zeros((1, RECEPTIVE_FIELD_SAMPLES), np.float32)  # the offline input, unused here
+        self.reset()
+
+    def reset(self) -> None:
+        self.cache = FrameCache(self.entry.frame_dim)
+        self.counted = 0  # samples [0, counted) are in the running statistics
+        self.cnn_stats = np.zeros((STATS_ROWS, self.entry.stats_channels), np.float64)
+        self.wave_stats = np.zeros((STATS_ROWS, 1), np.float64)
+
+    def __call__(self, window: Window, samples: np.ndarray) -> np.ndarray:
+        """Units of frames ``[window.start, window.stop)``; ``samples`` are the window's, from its first frame."""
+        start, stop = window.start, window.stop
+        if start < self.cache.start or start > self.cache.stop:
+            raise RuntimeError(f"window [{start}, {stop}) does not follow the cache [{self.cache.start}, "
+                               f"{self.cache.stop})")
+        first_new = min(self.cache.stop, stop - 1)  # the graph computes at least one frame
+        segment = samples[(first_new - start) * HOP_SAMPLES:]
+        feeds = {INPUT_NAME: self._idle,
+                 WAVEFORM: np.ascontiguousarray(segment, np.float32)[None],
+                 CACHE: np.ascontiguousarray(self.cache.between(start, first_new))[None],
+                 SKIP: np.array(max(0, self.counted - first_new * HOP_SAMPLES), np.int64),
+                 CNN_STATS: self.cnn_stats, WAVE_STATS: self.wave_stats}
+        units, frames, cnn_stats, wave_stats = self._run(list(STREAM_OUTPUTS), feeds)
+        units = self._check_units(units, samples_for_frames(stop - start))
+        self._check_outputs(frames, stop - first_new, cnn_stats, wave_stats)
+        self.cache.extend(first_new, frames[0])
+        self.cache.keep_from(start)
+        self.counted = max(self.counted, start * HOP_SAMPLES + len(samples))
+        self.cnn_stats, self.wave_stats = cnn_stats, wave_stats
+        return units
+
+    def _check_outputs(self, frames: np.ndarray, new: int, cnn_stats: np.ndarray, wave_stats: np.ndarray) -> None:
+        expected = {FRAMES: (frames, np.float32, (1, new, self.entry.frame_dim)),
+                    CNN_STATS: (cnn_stats, np.float64, self.cnn_stats.shape),
+                    WAVE_STATS: (wave_stats, np.float64, self.wave_stats.shape)}
+        for name, (value, dtype, shape) in expected.items():
+            value = np.asarray(value)
+            if value.dtype != dtype or value.shape != shape:
+                raise BundleError(f"{self._source}: the stream entry's {name} output is {value.dtype} "
+                                  f"{list(value.shape)}, not {np.dtype(dtype)} {list(shape)}")
+
+
+def check_stream_signature(session, entry: StreamEntry, source: str) -> None:
+    """The graph must have the stream inputs (with defaults, so the offline call can omit them) and
+    outputs the manifest's ``stream`` entry promises; a BundleError naming the first one missing."""
+    optional = {arg.name for arg in session.get_overridable_initializers()}
+    outputs = {arg.name for arg in session.get_outputs()}
+    for name in STREAM_INPUTS:
+        if name not in optional:
+            raise BundleError(f"{source}: its manifest has a stream entry, but the graph has no optional input "
+                              f"'{name}'")
+    for name in STREAM_OUTPUTS:
+        if name not in outputs:
+            raise BundleError(f"{source}: its manifest has a stream entry, but the graph has no output '{name}'")

@@ -1,0 +1,92 @@
+"""The bundle's stream entry point: what its manifest says about it, checked like every other field.
+
+A bundle exported by this audiotok holds, beside the offline graph (``waveform`` -> ``units``), a
+second path through the same weights for streams: it computes the encoder's CNN frames of new
+samples only, and runs the transformer on cached frames followed by those. Its inputs are graph
+inputs with default initializers, so the offline call never passes them (and old runtimes never
+see them); the manifest's ``stream`` entry names them and says how exact the path is:
+
+* ``"exact"``: each CNN frame is a function of its own 400 samples (logmel; layer-norm CNNs without
+  waveform normalization), so cached frames are the frames offline tokenization computes;
+* ``"running-stats"``: the encoder normalises over its input (a group norm after the first
+  convolution, or ``do_normalize``'s waveform statistics); in a stream those statistics are taken
+  over everything heard so far (per-channel count, sum and sum of squares, carried in float64 from
+  call to call) instead of over one window.
+
+Inputs (names fixed here; the manifest must list exactly these):
+
+* ``stream_waveform`` f32 ``[1, samples]``: samples of the new frames, from the first new frame's
+  first sample (at finish, to the input's end);
+* ``stream_cache`` f32 ``[1, frames, frame_dim]``: CNN frames cached from earlier calls, the window's
+  frames before the new ones (default ``[1, 0, frame_dim]``);
+* ``stream_skip`` i64 ``[]``: samples at the start of ``stream_waveform`` whose statistics are
+  already counted (the overlap with the previous call);
+* ``stream_cnn_stats`` f64 ``[3, stats_channels]`` and ``stream_wave_stats`` f64 ``[3, 1]``: count,
+  sum and sum of squares so far (zeros at the start).
+
+Outputs: ``stream_units`` (one per cached + new frame), ``stream_frames`` (the new CNN frames to
+cache) and the updated statistics ``stream_cnn_stats_out``, ``stream_wave_stats_out``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .json_rules import JsonRuleError, shown
+
+STREAM_KINDS = ("exact", "running-stats")
+WAVEFORM, CACHE, SKIP, CNN_STATS, WAVE_STATS = ("stream_waveform", "stream_cache", "stream_skip",
+                                                "stream_cnn_stats", "stream_wave_stats")
+UNITS, FRAMES, CNN_STATS_OUT, WAVE_STATS_OUT = ("stream_units", "stream_frames", "stream_cnn_stats_out",
+                                                "stream_wave_stats_out")
+STREAM_INPUTS = (WAVEFORM, CACHE, SKIP, CNN_STATS, WAVE_STATS)
+STREAM_OUTPUTS = (UNITS, FRAMES, CNN_STATS_OUT, WAVE_STATS_OUT)
+STATS_ROWS = 3  # count, sum, sum of squares
+STREAM_NODE_PREFIX = "stream/"  # names of the nodes only the stream entry needs (left out of offline cost)
+MAX_CHANNELS = 1 << 16
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    """The manifest's ``stream`` entry: which kind of stream path, and the sizes of its caches."""
+
+    kind: str  # one of STREAM_KINDS
+    frame_dim: int  # channels of one cached CNN frame
+    stats_channels: int  # channels of the first convolution's running statistics (1 when unused)
+    inputs: tuple[str, ...] = STREAM_INPUTS
+    outputs: tuple[str, ...] = STREAM_OUTPUTS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "frame_dim": self.frame_dim, "stats_channels": self.stats_channels,
+                "inputs": list(self.inputs), "outputs": list(self.outputs)}
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> StreamEntry:
+        StreamRule().check("stream", value)
+        return cls(value["kind"], value["frame_dim"], value["stats_channels"], tuple(value["inputs"]),
+                   tuple(value["outputs"]))
+
+
+@dataclass(frozen=True)
+class StreamRule:
+    """The manifest rule for ``stream``: null (no stream entry) or an object this runtime implements."""
+
+    def check(self, name: str, value: Any) -> None:
+        if value is None:
+            return
+        if not isinstance(value, dict):
+            raise JsonRuleError(f"'{name}' must be a JSON object or null, got {shown(value)}")
+        expected = {"kind", "frame_dim", "stats_channels", "inputs", "outputs"}
+        if set(value) != expected:
+            raise JsonRuleError(f"'{name}' must have exactly the keys {', '.join(sorted(expected))}, "
+                                f"got {shown(sorted(map(str, value)))}")
+        if value["kind"] not in STREAM_KINDS or not isinstance(value["kind"], str):
+            raise JsonRuleError(f"'{name}.kind' must be one of {', '.join(STREAM_KINDS)}, got {shown(value['kind'])}")
+        for key in ("frame_dim", "stats_channels"):
+            if type(value[key]) is not int or not 1 <= value[key] <= MAX_CHANNELS:
+                raise JsonRuleError(f"'{name}.{key}' must be an integer in 1..{MAX_CHANNELS}, got {shown(value[key])}")
+        for key, names in (("inputs", STREAM_INPUTS), ("outputs", STREAM_OUTPUTS)):
+            if value[key] != list(names):
+                raise JsonRuleError(f"'{name}.{key}' must be {list(names)} (the stream entry this audiotok "
+                                    f"implements), got {shown(value[key])}")
