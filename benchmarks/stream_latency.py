@@ -67,10 +67,11 @@ SENTENCES = [
 SETTINGS = [
     (DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_MS, DEFAULT_CONTEXT_MS),
     (640, 80, 640),
-    (480, 80, 800),
     (320, 80, 640),
+    (240, 80, 480),
     (160, 80, 320),
-    (640, 160, 960),
+    (160, 60, 320),
+    (120, 60, 240),
 ]
 TARGETS = [250.0, 400.0]  # --latency-ms targets measured by default
 
@@ -89,7 +90,9 @@ class Row:
     cpu_cores: float
     gmac_per_second: float  # counted arithmetic per audio second (CostModel)
     agreement_none: float  # bundle without waveform normalization
-    agreement_utterance: float  # bundle normalising each window by its own statistics
+    agreement_utterance: float  # bundle with waveform normalization (running statistics with the entry point)
+    agreement_recompute: float  # the bundle without normalization, every window recomputed (no entry point)
+    gmac_recompute: float  # counted arithmetic per audio second when every window is recomputed
     target_ms: float | None = None  # the --latency-ms target this setting was chosen for
 
 
@@ -169,7 +172,7 @@ def realtime(tokenizer: Tokenizer, settings: StreamSettings,
             blocks.put(audio[lo:hi])
         blocks.put(None)
 
-    stream = Stream(tokenizer.units_for_window, settings)
+    stream = tokenizer.stream(settings=settings)  # through the bundle's stream entry point when it has one
     frames: list[float] = []  # every frame: its last sample handed over -> its unit written
     ends: list[float] = []  # the last frame of each chunk only
     computes: list[float] = []  # wall time of each accept() that ran a window
@@ -204,8 +207,10 @@ def realtime(tokenizer: Tokenizer, settings: StreamSettings,
     return frames, ends, computes, cpu / wall
 
 
-def agreement(tokenizer: Tokenizer, settings: StreamSettings, audio: np.ndarray, offline: np.ndarray) -> float:
-    stream = Stream(tokenizer.units_for_window, settings)
+def agreement(tokenizer: Tokenizer, settings: StreamSettings, audio: np.ndarray, offline: np.ndarray, *,
+              recompute: bool = False) -> float:
+    """Streamed units equal to offline's; ``recompute``: every window from its samples (no entry point)."""
+    stream = Stream(tokenizer.units_for_window, settings) if recompute else tokenizer.stream(settings=settings)
     step = SAMPLE_RATE * BLOCK_MS // 1000
     chunks = [c for lo in range(0, len(audio), step) for c in stream.accept(audio[lo:lo + step])]
     units = np.concatenate([c.units for c in chunks + stream.flush()])
@@ -282,6 +287,7 @@ def main() -> int:
         tokenizers = {norm: Tokenizer(path, threads=args.threads) for norm, path in bundles.items()}
         offline = {norm: tok.tokenize(audio, SAMPLE_RATE) for norm, tok in tokenizers.items()}
         cost = CostModel(bundles["none"], tokenizers["none"].manifest)
+        cached = tokenizers["none"].manifest.stream is not None
         rows = []
         chosen, refused = [], []
         for target in args.target or TARGETS:
@@ -298,10 +304,11 @@ def main() -> int:
                             round(float(np.percentile(ms, 50)), 1),
                             round(float(np.percentile(ms, 95)), 1), round(float(ms.max()), 1),
                             round(float(np.percentile(np.asarray(ends) * 1000, 95)), 1), round(cores, 3),
-                            stream_cost(cost, chunk, lookahead, context)["gmac_per_second"],
+                            stream_cost(cost, chunk, lookahead, context, cached=cached)["gmac_per_second"],
                             round(agreement(tokenizers["none"], settings, audio, offline["none"]), 4),
                             round(agreement(tokenizers["utterance"], settings, audio, offline["utterance"]), 4),
-                            target))
+                            round(agreement(tokenizers["none"], settings, audio, offline["none"], recompute=True), 4),
+                            stream_cost(cost, chunk, lookahead, context)["gmac_per_second"], target))
             print(rows[-1], file=sys.stderr)
         ratio = None if args.no_torch else torch_ratio(bundles["none"], checkpoint, args.layer, audio, args.threads)
 
@@ -310,13 +317,15 @@ def main() -> int:
           f"per setting, fed in {BLOCK_MS} ms blocks on the sample clock; onnxruntime threads={args.threads}; "
           f"{os.cpu_count()} CPUs; load average {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after\n")
     print("| setting | chunk ms | lookahead ms | context ms | window compute ms | per-frame p50 ms | p95 ms | max ms | "
-          "chunk-end p95 ms | CPU cores | GMAC per audio s | agreement (no norm) | agreement (per-window norm) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "chunk-end p95 ms | CPU cores | GMAC per audio s | agreement (no norm) | agreement (waveform norm) | "
+          "agreement, windows recomputed | GMAC per audio s, recomputed |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, r in enumerate(rows):
         name = f"`--latency-ms {r.target_ms:g}`" if r.target_ms else ("default" if i == 0 else "")
         print(f"| {name} | {r.chunk_ms} | {r.lookahead_ms} | {r.context_ms} | {r.compute_ms:.0f} | {r.p50_ms:.0f} | "
               f"{r.p95_ms:.0f} | {r.max_ms:.0f} | {r.chunk_end_p95_ms:.0f} | {r.cpu_cores:.2f} | {r.gmac_per_second:.1f} | "
-              f"{r.agreement_none:.1%} | {r.agreement_utterance:.1%} |")
+              f"{r.agreement_none:.1%} | {r.agreement_utterance:.1%} | {r.agreement_recompute:.1%} | "
+              f"{r.gmac_recompute:.1f} |")
     for reason in refused:
         print(f"\nrefused: {reason}")
     if ratio:

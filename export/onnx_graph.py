@@ -103,7 +103,13 @@ def attach_manifest(source: Path, target: Path, manifest: Manifest, *, keep_feat
     if entry is not None:
         _mark_stream_nodes(model.graph, {OUTPUT_NAME, FEATURES_NAME})
         present = {t.name for t in model.graph.initializer}
-        model.graph.initializer.extend(t for t in stream_defaults(entry) if t.name not in present)
+        declared = {i.name for i in model.graph.input}
+        for default in stream_defaults(entry):
+            if default.name not in declared:  # unused by this encoder's stream path, and pruned by the fusions
+                model.graph.input.append(onnx.helper.make_tensor_value_info(default.name, default.data_type,
+                                                                            list(default.dims)))
+            if default.name not in present:
+                model.graph.initializer.append(default)
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = MANIFEST_KEY, manifest.to_json()

@@ -81,12 +81,12 @@ class StreamRule:
         if set(value) != expected:
             raise JsonRuleError(f"'{name}' must have exactly the keys {', '.join(sorted(expected))}, "
                                 f"got {shown(sorted(map(str, value)))}")
-        if value["kind"] not in STREAM_KINDS or not isinstance(value["kind"], str):
-            raise JsonRuleError(f"'{name}.kind' must be one of {', '.join(STREAM_KINDS)}, got {shown(value['kind'])}")
+        if not isinstance(value["kind"], str) or value["kind"] not in STREAM_KINDS:
+            raise JsonRuleError(f"'{name}': kind must be one of {', '.join(STREAM_KINDS)}, got {shown(value['kind'])}")
         for key in ("frame_dim", "stats_channels"):
             if type(value[key]) is not int or not 1 <= value[key] <= MAX_CHANNELS:
-                raise JsonRuleError(f"'{name}.{key}' must be an integer in 1..{MAX_CHANNELS}, got {shown(value[key])}")
+                raise JsonRuleError(f"'{name}': {key} must be an integer in 1..{MAX_CHANNELS}, got {shown(value[key])}")
         for key, names in (("inputs", STREAM_INPUTS), ("outputs", STREAM_OUTPUTS)):
             if value[key] != list(names):
-                raise JsonRuleError(f"'{name}.{key}' must be {list(names)} (the stream entry this audiotok "
+                raise JsonRuleError(f"'{name}': {key} must be {list(names)} (the stream entry this audiotok "
                                     f"implements), got {shown(value[key])}")

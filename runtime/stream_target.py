@@ -29,6 +29,8 @@ import numpy as np
 from .constants import FRAME_MS, SAMPLE_RATE, samples_for_frames
 from .errors import SettingsError
 from .stream import StreamSettings
+from .stream_cache import CachedEncoder
+from .windowing import Window
 
 # Candidate (chunk, lookahead, context) in ms, in order of preference: agreement with offline
 # units on a HuBERT-base-size bundle (random weights, layer 6, k=100, no waveform normalization;
@@ -96,13 +98,16 @@ MIN_TARGET_MS = float(np.percentile(frame_waits_ms(*LADDER[-1][:2]), 95))  # the
 
 @dataclass(frozen=True)
 class Calibration:
-    """This device's compute for one window: ``fixed_ms + per_frame_ms x frames`` (one thread)."""
+    """This device's compute for one window: ``fixed_ms + per_frame_ms x frames + per_new_frame_ms x new``
+    (one thread). ``new`` frames are those a cached stream computes the CNN of (the chunk's); a stream that
+    recomputes every window has ``per_new_frame_ms`` 0 and the CNN inside ``per_frame_ms``."""
 
     fixed_ms: float
     per_frame_ms: float
+    per_new_frame_ms: float = 0.0
 
-    def window_ms(self, frames: int) -> float:
-        return self.fixed_ms + self.per_frame_ms * frames
+    def window_ms(self, frames: int, new_frames: int = 0) -> float:
+        return self.fixed_ms + self.per_frame_ms * frames + self.per_new_frame_ms * new_frames
 
 
 def calibrate(run_window: WindowRunner, short_frames: int = 20, long_frames: int = 90) -> Calibration:
@@ -120,6 +125,45 @@ def calibrate(run_window: WindowRunner, short_frames: int = 20, long_frames: int
         times.append(float(np.median(runs)))
     per_frame = max(times[1] - times[0], 0.0) / (long_frames - short_frames)
     return Calibration(max(times[0] - per_frame * short_frames, 0.0), per_frame)
+
+
+def _median_ms(run: Callable[[], object], prepare: Callable[[], object]) -> float:
+    prepare()
+    run()  # warm-up: allocations and kernel choices for this shape
+    runs = []
+    for _ in range(CALIBRATION_RUNS):
+        prepare()
+        started = time.perf_counter()
+        run()
+        runs.append((time.perf_counter() - started) * 1000)
+    return float(np.median(runs))
+
+
+def calibrate_cached(encoder: CachedEncoder, short_frames: int = 20, long_frames: int = 90,
+                     few_new: int = 4) -> Calibration:
+    """Time a cached stream's windows (stream_cache.py): all frames new at two lengths, and the long
+    window with only ``few_new`` new frames, which separates the CNN's cost per new frame from the rest."""
+    rng = np.random.default_rng(0)
+    samples = (0.1 * rng.standard_normal(samples_for_frames(long_frames))).astype(np.float32)
+
+    def window(frames: int) -> Window:
+        return Window(0, frames, 0, frames, samples_for_frames(frames))
+
+    def timed(frames: int, new: int) -> float:
+        def prepare() -> None:
+            encoder.reset()
+            if new < frames:
+                encoder(window(frames - new), samples[:samples_for_frames(frames - new)])
+
+        return _median_ms(lambda: encoder(window(frames), samples[:samples_for_frames(frames)]), prepare)
+
+    try:
+        short, long, few = timed(short_frames, short_frames), timed(long_frames, long_frames), timed(long_frames, few_new)
+    finally:
+        encoder.reset()
+    per_new = max(long - few, 0.0) / (long_frames - few_new)
+    per_frame = max((long - short) / (long_frames - short_frames) - per_new, 0.0)
+    return Calibration(max(short - (per_frame + per_new) * short_frames, 0.0), per_frame, per_new)
 
 
 @dataclass(frozen=True)
@@ -140,7 +184,7 @@ class Prediction:
 def predict(settings: StreamSettings, calibration: Calibration) -> Prediction:
     policy = settings.policy
     frames = policy.context_frames + policy.chunk_frames + policy.lookahead_frames
-    compute = calibration.window_ms(frames)
+    compute = calibration.window_ms(frames, policy.chunk_frames)
     waits = frame_waits_ms(settings.chunk_ms, settings.lookahead_ms)
     return Prediction(settings, float(np.percentile(waits, 50)) + compute,
                       float(np.percentile(waits, 95)) + compute * P95_MARGIN, compute / settings.chunk_ms)

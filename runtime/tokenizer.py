@@ -20,7 +20,7 @@ from .session import INPUT_NAME, OUTPUT_NAME, open_session
 from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, Stream, StreamSettings
 from .stream_cache import CachedEncoder, check_stream_signature
 from .stream_entry import WAVEFORM
-from .stream_target import Prediction, calibrate, choose, latency_target
+from .stream_target import Prediction, calibrate, calibrate_cached, choose, latency_target
 from .windowing import OFFLINE_POLICY, WindowPolicy, Windower, one_pass_samples
 
 AudioInput = str | os.PathLike | np.ndarray
@@ -122,7 +122,9 @@ class Tokenizer:
         second of calibration on this bundle). A SettingsError says what the device can do when
         the target is out of reach."""
         target = latency_target(latency_ms, "latency_ms")
-        return choose(target, calibrate(self.units_for_window), sample_rate)
+        cached = self.cached_encoder()
+        calibration = calibrate(self.units_for_window) if cached is None else calibrate_cached(cached)
+        return choose(target, calibration, sample_rate)
 
     def stream(self, *, chunk_ms: float = DEFAULT_CHUNK_MS, lookahead_ms: float = DEFAULT_LOOKAHEAD_MS,
                context_ms: float = DEFAULT_CONTEXT_MS, sample_rate: int = SAMPLE_RATE,
