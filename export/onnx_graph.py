@@ -12,8 +12,8 @@ from onnx import numpy_helper
 from audiotok.runtime.constants import MANIFEST_KEY, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
 from audiotok.runtime.manifest import Manifest
 from audiotok.runtime.session import INPUT_NAME, OUTPUT_NAME
-from audiotok.runtime.stream_entry import (CACHE, CNN_STATS, SKIP, STATS_ROWS, STREAM_INPUTS, STREAM_NODE_PREFIX,
-                                           STREAM_OUTPUTS, WAVE_STATS, WAVEFORM, StreamEntry)
+from audiotok.runtime.stream_entry import (CACHE, CNN_STATS, ON, SKIP, STATS_ROWS, STREAM_INPUTS, STREAM_OUTPUTS,
+                                           WAVE_STATS, StreamEntry)
 
 from .container import write_bundle
 from .graph import UnitGraph
@@ -25,15 +25,13 @@ TRACE_SAMPLES = 3 * SAMPLE_RATE  # example input length for tracing; the length 
 
 
 FEATURES_NAME = "features"  # the debug output: hidden_states[layer], [batch, frames, dim] f32
-STREAM_TRACE_SAMPLES = SAMPLE_RATE + 237
-STREAM_TRACE_FRAMES = 10
+STREAM_TRACE_FRAMES = 10  # example cached frames for tracing; the axis stays dynamic (0 frames included)
 
 
 def _stream_examples(entry: StreamEntry) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(1)
-    return (torch.zeros(1, STREAM_TRACE_SAMPLES).uniform_(-0.5, 0.5, generator=generator),
-            torch.zeros(1, STREAM_TRACE_FRAMES, entry.frame_dim).uniform_(-0.5, 0.5, generator=generator),
-            torch.tensor(80, dtype=torch.int64),
+    return (torch.zeros(1, STREAM_TRACE_FRAMES, entry.frame_dim).uniform_(-0.5, 0.5, generator=generator),
+            torch.tensor(True), torch.tensor(80, dtype=torch.int64),
             torch.zeros(STATS_ROWS, entry.stats_channels, dtype=torch.float64),
             torch.zeros(STATS_ROWS, 1, dtype=torch.float64))
 
@@ -46,15 +44,13 @@ def export_graph(graph: UnitGraph | StreamableGraph, path: Path) -> None:
     example = torch.zeros(1, TRACE_SAMPLES).uniform_(-0.5, 0.5, generator=torch.Generator().manual_seed(0))
     shapes = {"waveform": {0: torch.export.Dim("batch", max=1024),
                            1: torch.export.Dim("samples", min=RECEPTIVE_FIELD_SAMPLES, max=2**31 - 1)}}
-    unit_graph = graph.unit_graph if isinstance(graph, StreamableGraph) else graph
-    outputs = [OUTPUT_NAME, FEATURES_NAME] if unit_graph.with_features else [OUTPUT_NAME]
+    outputs = [OUTPUT_NAME, FEATURES_NAME] if graph.with_features else [OUTPUT_NAME]
     inputs, examples = [INPUT_NAME], (example,)
     if isinstance(graph, StreamableGraph):
         inputs, outputs = inputs + list(STREAM_INPUTS), outputs + list(STREAM_OUTPUTS)
         examples += _stream_examples(graph.entry)
-        shapes.update({WAVEFORM: {1: torch.export.Dim("stream_samples", min=RECEPTIVE_FIELD_SAMPLES, max=2**31 - 1)},
-                       CACHE: {1: torch.export.Dim("cached_frames", min=0, max=2**24)},
-                       SKIP: None, CNN_STATS: None, WAVE_STATS: None})
+        shapes.update({CACHE: {1: torch.export.Dim("cached_frames", min=0, max=2**24)},
+                       ON: None, SKIP: None, CNN_STATS: None, WAVE_STATS: None})
     with quiet("torch.onnx"), torch.no_grad():
         program = torch.onnx.export(graph, examples, dynamo=True, dynamic_shapes=shapes, opset_version=OPSET,
                                     input_names=inputs, output_names=outputs, verbose=False,
@@ -64,27 +60,13 @@ def export_graph(graph: UnitGraph | StreamableGraph, path: Path) -> None:
 
 def stream_defaults(entry: StreamEntry) -> list[onnx.TensorProto]:
     """Initializers named like the stream inputs: what the graph uses when a caller (the offline path)
-    omits them. A short silent segment and no cache: a few frames' compute per offline run."""
-    values = {WAVEFORM: np.zeros((1, RECEPTIVE_FIELD_SAMPLES), np.float32),
-              CACHE: np.zeros((1, 0, entry.frame_dim), np.float32),
+    omits them. No cache and the input's own statistics: exactly the offline graph."""
+    values = {CACHE: np.zeros((1, 0, entry.frame_dim), np.float32),
+              ON: np.array(False),
               SKIP: np.array(0, np.int64),
               CNN_STATS: np.zeros((STATS_ROWS, entry.stats_channels), np.float64),
               WAVE_STATS: np.zeros((STATS_ROWS, 1), np.float64)}
     return [numpy_helper.from_array(value, name) for name, value in values.items()]
-
-
-def _mark_stream_nodes(graph: onnx.GraphProto, offline_outputs: set[str]) -> None:
-    """Prefix the names of nodes the offline outputs do not need (the stream path's own)."""
-    producer = {out: node for node in graph.node for out in node.output}
-    needed, todo = set(), list(offline_outputs)
-    while todo:
-        node = producer.get(todo.pop())
-        if node is not None and id(node) not in needed:
-            needed.add(id(node))
-            todo.extend(name for name in node.input if name)
-    for node in graph.node:
-        if id(node) not in needed and not node.name.startswith(STREAM_NODE_PREFIX):
-            node.name = STREAM_NODE_PREFIX + node.name
 
 
 def attach_manifest(source: Path, target: Path, manifest: Manifest, *, keep_features: bool = False,
@@ -92,8 +74,7 @@ def attach_manifest(source: Path, target: Path, manifest: Manifest, *, keep_feat
     """Write the ONNX model at ``source`` to ``target`` with the manifest in its metadata, in ``layout``
     (container.py; returns the one written); ``features`` is dropped unless ``keep_features`` (its
     nodes stay: units are computed from them). With a manifest ``stream`` entry the stream inputs get
-    their default initializers, and the stream path's own nodes are named ``stream/...``; without
-    one, the stream outputs (if any) are dropped."""
+    their default initializers; without one, the stream outputs (if any) are dropped."""
     model = onnx.load(str(source), load_external_data=False)  # weights stay in their files until written
     entry = manifest.stream_entry
     wanted = {OUTPUT_NAME} | ({FEATURES_NAME} if keep_features else set()) | (set(STREAM_OUTPUTS) if entry else set())
@@ -101,7 +82,6 @@ def attach_manifest(source: Path, target: Path, manifest: Manifest, *, keep_feat
     del model.graph.output[:]
     model.graph.output.extend(kept)
     if entry is not None:
-        _mark_stream_nodes(model.graph, {OUTPUT_NAME, FEATURES_NAME})
         present = {t.name for t in model.graph.initializer}
         declared = {i.name for i in model.graph.input}
         for default in stream_defaults(entry):

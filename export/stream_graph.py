@@ -1,16 +1,19 @@
-"""The stream entry point exported beside the offline graph, through the same weights.
+"""The unit graph with a stream entry point: the same graph serves offline calls and stream calls.
 
 An encoder is split where its frames become local: the *front* (waveform normalization, the CNN)
 turns samples into one frame per 320 samples, each a function of its own 400 samples once the
 normalization statistics are fixed; the *back* (feature projection, positional convolution,
 transformer layers) runs on a window of frames. A stream computes each frame's front once, caches
-it, and runs the back on cached frames (runtime/stream_cache.py).
+it, and runs the back on cached frames followed by the new ones (runtime/stream_cache.py).
 
-:class:`StreamableGraph` returns the offline graph's outputs from ``waveform`` unchanged (the same
-modules, called the same way) and, from its own inputs, the stream path's (runtime/stream_entry.py
-names them). Statistics the offline graph takes over its whole input are, in the stream path,
-running totals (count, sum, sum of squares per channel, float64 between calls) over every sample
-heard so far; each call adds the samples after its ``skip`` overlap, then normalises with the totals.
+:class:`StreamableGraph` computes ``back(concat(stream_cache, front(waveform)))``. Its stream inputs
+have defaults (runtime/stream_entry.py names them) that give the offline graph exactly: an empty
+cache (a concatenation with nothing is a copy) and ``stream_on`` false, which selects (``Where``, an
+exact selection) the input's own statistics as the offline graph computes them. With ``stream_on``
+true, statistics the offline graph takes over its whole input are running totals (count, sum, sum
+of squares per channel, float64 between calls) over every sample heard so far: each call adds the
+samples after its ``skip`` overlap, then normalises with the totals. Encoders whose frames are local
+(logmel, layer-norm CNNs without waveform normalization) have no statistics: their cache is exact.
 
 :func:`stream_split` returns None for encoders it cannot split exactly (checked on a probe:
 ``back(front(x))`` must equal the encoder's own output); those bundles stream by recomputing windows.
@@ -43,7 +46,7 @@ def running_stats(values: torch.Tensor, valid_from: torch.Tensor, totals: torch.
     masked = values * mask
     count = mask.sum().to(torch.float64).expand(values.shape[1])
     total = masked.sum(-1)[0].to(torch.float64)
-    squares = (masked * values).sum(-1)[0].to(torch.float64)
+    squares = (masked * masked).sum(-1)[0].to(torch.float64)
     totals = totals + torch.stack([count, total, squares])
     mean = totals[1] / totals[0]
     var = torch.clamp(totals[2] / totals[0] - mean * mean, min=0.0)
@@ -69,11 +72,13 @@ class HuggingFaceSplit:
     def kind(self) -> str:
         return "running-stats" if self.group_norm or self.normalize else "exact"
 
-    def front(self, samples: torch.Tensor, skip: torch.Tensor, cnn_stats: torch.Tensor, wave_stats: torch.Tensor):
+    def front(self, samples: torch.Tensor, on: torch.Tensor, skip: torch.Tensor, cnn_stats: torch.Tensor,
+              wave_stats: torch.Tensor):
+        """CNN frames ``[1, n, frame_dim]`` of ``samples``: with ``on`` false exactly the offline graph's."""
         x = samples
         if self.normalize:
             mean, var, wave_stats = running_stats(x[:, None], skip, wave_stats)
-            x = (x - mean) / torch.sqrt(var + WAVEFORM_EPS)
+            x = torch.where(on, (x - mean) / torch.sqrt(var + WAVEFORM_EPS), utterance_normalize(x))
         convs = self.model.feature_extractor.conv_layers
         h = x[:, None]
         if self.group_norm:
@@ -83,8 +88,9 @@ class HuggingFaceSplit:
                                 rounding_mode="floor")
             mean, var, cnn_stats = running_stats(h, counted, cnn_stats)
             norm = first.layer_norm
-            h = (h - mean[None, :, None]) / torch.sqrt(var[None, :, None] + norm.eps)
-            h = first.activation(h * norm.weight[None, :, None] + norm.bias[None, :, None])
+            running = ((h - mean[None, :, None]) / torch.sqrt(var[None, :, None] + norm.eps)
+                       * norm.weight[None, :, None] + norm.bias[None, :, None])
+            h = first.activation(torch.where(on, running, norm(h)))
             convs = convs[1:]
         for layer in convs:
             h = layer(h)
@@ -113,7 +119,7 @@ class LogMelSplit:
         self.frame_dim = encoder.spec.dim
         self.channels = 1
 
-    def front(self, samples, skip, cnn_stats, wave_stats):
+    def front(self, samples, on, skip, cnn_stats, wave_stats):
         return self.encoder(samples), cnn_stats, wave_stats
 
     def back(self, frames: torch.Tensor) -> torch.Tensor:
@@ -141,7 +147,8 @@ def stream_split(encoder: Encoder) -> HuggingFaceSplit | LogMelSplit | None:
 
 
 class StreamableGraph(nn.Module):
-    """:class:`UnitGraph`'s outputs from ``waveform``, then the stream path's from its own inputs."""
+    """:class:`UnitGraph` with the stream inputs and outputs: ``units`` (and ``features``) of the cached
+    frames followed by the waveform's, the waveform's frames, and the running statistics."""
 
     def __init__(self, graph: UnitGraph, split: HuggingFaceSplit | LogMelSplit) -> None:
         super().__init__()
@@ -149,14 +156,17 @@ class StreamableGraph(nn.Module):
         self.split = split  # not a module: its weights are the graph's
 
     @property
+    def with_features(self) -> bool:
+        return self.unit_graph.with_features
+
+    @property
     def entry(self) -> StreamEntry:
         return StreamEntry(self.split.kind, self.split.frame_dim, self.split.channels)
 
-    def forward(self, waveform, stream_waveform, stream_cache, stream_skip, stream_cnn_stats, stream_wave_stats):
-        offline = self.unit_graph(waveform)
-        frames, cnn_stats, wave_stats = self.split.front(stream_waveform, stream_skip, stream_cnn_stats,
+    def forward(self, waveform, stream_cache, stream_on, stream_skip, stream_cnn_stats, stream_wave_stats):
+        frames, cnn_stats, wave_stats = self.split.front(waveform, stream_on, stream_skip, stream_cnn_stats,
                                                          stream_wave_stats)
         hidden = self.split.back(torch.cat([stream_cache, frames], dim=1))
         units = self.unit_graph.nearest(hidden)
-        offline = offline if isinstance(offline, tuple) else (offline,)
-        return (*offline, units, frames, cnn_stats, wave_stats)
+        offline = (units, hidden.float()) if self.with_features else (units,)
+        return (*offline, frames, cnn_stats, wave_stats)

@@ -40,7 +40,6 @@ from .memory_limit import bounded_arena, limit_mb, memory_message, remember_limi
 from .onnx_nodes import Node, read_graph
 from .session import INPUT_NAME, OUTPUT_NAME, inference_session, require_self_contained, session_options
 from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS
-from .stream_entry import STREAM_NODE_PREFIX
 
 STAGES = ("cnn", "positional_conv", "transformer_linear", "attention", "nearest_centroid")
 OFFLINE_SECONDS = 30.0  # the offline count is for one pass over this much audio
@@ -184,8 +183,6 @@ def profile_shapes(bundle: str | os.PathLike, frames: tuple[int, ...]) -> list[d
     for event in sorted((e for e in events if isinstance(e, dict) and e.get("cat") == "Node"
                          and str(e.get("name", "")).endswith("_kernel_time")), key=lambda e: e.get("ts", 0)):
         name = event["name"][: -len("_kernel_time")]
-        if name.startswith(STREAM_NODE_PREFIX):  # the stream entry's own nodes, run on their defaults
-            continue
         run = seen[name]
         seen[name] += 1
         if run >= len(runs):

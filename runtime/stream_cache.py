@@ -15,11 +15,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, samples_for_frames
+from .constants import HOP_SAMPLES, samples_for_frames
 from .errors import BundleError
-from .session import INPUT_NAME
-from .stream_entry import (CACHE, CNN_STATS, FRAMES, SKIP, STATS_ROWS, STREAM_INPUTS, STREAM_OUTPUTS,
-                           WAVE_STATS, WAVEFORM, StreamEntry)
+from .session import INPUT_NAME, OUTPUT_NAME
+from .stream_entry import CACHE, CNN_STATS, FRAMES, ON, SKIP, STATS_ROWS, STREAM_INPUTS, STREAM_OUTPUTS, WAVE_STATS, StreamEntry
 from .windowing import Window
 
 GraphRun = Callable[[list[str], dict[str, np.ndarray]], list[np.ndarray]]  # session.run, with its error handling
@@ -62,7 +61,6 @@ class CachedEncoder:
         self._run = run
         self._check_units = check_units
         self._source = source
-        self._idle = np.zeros((1, RECEPTIVE_FIELD_SAMPLES), np.float32)  # the offline input, unused here
         self.reset()
 
     def reset(self) -> None:
@@ -79,12 +77,11 @@ class CachedEncoder:
                                f"{self.cache.stop})")
         first_new = min(self.cache.stop, stop - 1)  # the graph computes at least one frame
         segment = samples[(first_new - start) * HOP_SAMPLES:]
-        feeds = {INPUT_NAME: self._idle,
-                 WAVEFORM: np.ascontiguousarray(segment, np.float32)[None],
-                 CACHE: np.ascontiguousarray(self.cache.between(start, first_new))[None],
+        feeds = {INPUT_NAME: np.ascontiguousarray(segment, np.float32)[None],
+                 CACHE: np.ascontiguousarray(self.cache.between(start, first_new))[None], ON: np.array(True),
                  SKIP: np.array(max(0, self.counted - first_new * HOP_SAMPLES), np.int64),
                  CNN_STATS: self.cnn_stats, WAVE_STATS: self.wave_stats}
-        units, frames, cnn_stats, wave_stats = self._run(list(STREAM_OUTPUTS), feeds)
+        units, frames, cnn_stats, wave_stats = self._run([OUTPUT_NAME, *STREAM_OUTPUTS], feeds)
         units = self._check_units(units, samples_for_frames(stop - start))
         self._check_outputs(frames, stop - first_new, cnn_stats, wave_stats)
         self.cache.extend(first_new, frames[0])

@@ -1,10 +1,10 @@
 """The bundle's stream entry point: what its manifest says about it, checked like every other field.
 
-A bundle exported by this audiotok holds, beside the offline graph (``waveform`` -> ``units``), a
-second path through the same weights for streams: it computes the encoder's CNN frames of new
-samples only, and runs the transformer on cached frames followed by those. Its inputs are graph
-inputs with default initializers, so the offline call never passes them (and old runtimes never
-see them); the manifest's ``stream`` entry names them and says how exact the path is:
+A bundle exported by this audiotok has, beside ``waveform`` -> ``units``, optional inputs and extra
+outputs that let a stream feed only new samples: the graph computes their CNN frames, and runs the
+transformer on cached frames followed by those. The optional inputs are graph inputs with default
+initializers that give the offline graph exactly, so the offline call never passes them (and old
+runtimes never see them); the manifest's ``stream`` entry names them and says how exact the path is:
 
 * ``"exact"``: each CNN frame is a function of its own 400 samples (logmel; layer-norm CNNs without
   waveform normalization), so cached frames are the frames offline tokenization computes;
@@ -13,18 +13,19 @@ see them); the manifest's ``stream`` entry names them and says how exact the pat
   over everything heard so far (per-channel count, sum and sum of squares, carried in float64 from
   call to call) instead of over one window.
 
-Inputs (names fixed here; the manifest must list exactly these):
+Inputs besides ``waveform`` (which in a stream call holds the samples of the new frames, from the
+first new frame's first sample; at finish, to the input's end). Names are fixed here; the manifest
+must list exactly these:
 
-* ``stream_waveform`` f32 ``[1, samples]``: samples of the new frames, from the first new frame's
-  first sample (at finish, to the input's end);
 * ``stream_cache`` f32 ``[1, frames, frame_dim]``: CNN frames cached from earlier calls, the window's
   frames before the new ones (default ``[1, 0, frame_dim]``);
+* ``stream_on`` bool ``[]``: use the running statistics (default false: the input's own, as offline);
 * ``stream_skip`` i64 ``[]``: samples at the start of ``stream_waveform`` whose statistics are
   already counted (the overlap with the previous call);
 * ``stream_cnn_stats`` f64 ``[3, stats_channels]`` and ``stream_wave_stats`` f64 ``[3, 1]``: count,
   sum and sum of squares so far (zeros at the start).
 
-Outputs: ``stream_units`` (one per cached + new frame), ``stream_frames`` (the new CNN frames to
+Outputs besides ``units`` (one per cached + new frame): ``stream_frames`` (the new CNN frames to
 cache) and the updated statistics ``stream_cnn_stats_out``, ``stream_wave_stats_out``.
 """
 
@@ -36,14 +37,12 @@ from typing import Any
 from .json_rules import JsonRuleError, shown
 
 STREAM_KINDS = ("exact", "running-stats")
-WAVEFORM, CACHE, SKIP, CNN_STATS, WAVE_STATS = ("stream_waveform", "stream_cache", "stream_skip",
-                                                "stream_cnn_stats", "stream_wave_stats")
-UNITS, FRAMES, CNN_STATS_OUT, WAVE_STATS_OUT = ("stream_units", "stream_frames", "stream_cnn_stats_out",
-                                                "stream_wave_stats_out")
-STREAM_INPUTS = (WAVEFORM, CACHE, SKIP, CNN_STATS, WAVE_STATS)
-STREAM_OUTPUTS = (UNITS, FRAMES, CNN_STATS_OUT, WAVE_STATS_OUT)
+CACHE, ON, SKIP, CNN_STATS, WAVE_STATS = ("stream_cache", "stream_on", "stream_skip", "stream_cnn_stats",
+                                          "stream_wave_stats")
+FRAMES, CNN_STATS_OUT, WAVE_STATS_OUT = ("stream_frames", "stream_cnn_stats_out", "stream_wave_stats_out")
+STREAM_INPUTS = (CACHE, ON, SKIP, CNN_STATS, WAVE_STATS)
+STREAM_OUTPUTS = (FRAMES, CNN_STATS_OUT, WAVE_STATS_OUT)
 STATS_ROWS = 3  # count, sum, sum of squares
-STREAM_NODE_PREFIX = "stream/"  # names of the nodes only the stream entry needs (left out of offline cost)
 MAX_CHANNELS = 1 << 16
 
 

@@ -19,7 +19,6 @@ from .preprocess import Preprocess, prepared_blocks
 from .session import INPUT_NAME, OUTPUT_NAME, open_session
 from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, Stream, StreamSettings
 from .stream_cache import CachedEncoder, check_stream_signature
-from .stream_entry import WAVEFORM
 from .stream_target import Prediction, calibrate, calibrate_cached, choose, latency_target
 from .windowing import OFFLINE_POLICY, WindowPolicy, Windower, one_pass_samples
 
@@ -101,7 +100,7 @@ class Tokenizer:
             too_big = memory_message(str(exc), self.session)
             if too_big is not None:
                 raise BundleError(f"{self.path}: {too_big}") from None
-            seconds = max(v.shape[-1] for k, v in feeds.items() if k in (INPUT_NAME, WAVEFORM)) / SAMPLE_RATE
+            seconds = feeds[INPUT_NAME].shape[-1] / SAMPLE_RATE
             raise BundleError(f"{self.path}: the graph failed on {seconds:.2f} s of audio "
                               f"({library_message(exc, noise)})") from None
 

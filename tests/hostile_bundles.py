@@ -45,7 +45,10 @@ def unit_graph(path: Path, manifest: str, *, value: int | float = 0, dtype: int 
                input_declared: tuple[int, list] = (TensorProto.FLOAT, [1, "samples"]),
                output_name: str = "units", fail_at_run: bool = False) -> Path:
     """A graph that outputs ``value`` for every frame, shaped ``[batch] * (rank - 1) + [frames + frames_delta]``
-    where frames = (samples - 400) // 320 + 1, with ``manifest`` in its metadata."""
+    where frames = (samples - 400) // 320 + 1, with ``manifest`` in its metadata (less any stream entry:
+    this graph has no stream entry point)."""
+    if json.loads(manifest).get("stream") is not None:
+        manifest = replace_field(manifest, "stream", "null")
     nodes = [
         oh.make_node("Shape", ["waveform"], ["shape"]), _constant("axis1", 1, []),
         oh.make_node("Gather", ["shape", "axis1"], ["n"], axis=0),

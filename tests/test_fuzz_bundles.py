@@ -27,7 +27,7 @@ from audiotok.runtime.constants import frame_count
 SEED = 13
 FIELDS = ("encoder", "encoder_type", "layer", "k", "dim", "normalization", "precision", "opset", "centroids_sha256",
           "audiotok_version", "sample_rate", "hop", "receptive_field", "schema", "licence", "provenance", "agreement",
-          "frame_rule", "feature_norm", "channel")
+          "frame_rule", "feature_norm", "channel", "stream")
 REQUIRED = FIELDS[:10]
 DEEP = "[" * 50_000 + "]" * 50_000
 # Raw JSON literals no field accepts, each with what the refusal must say. NaN, Infinity and 1e400 parse
@@ -69,7 +69,18 @@ ACCEPTS = {
     "agreement": lambda v: isinstance(v, dict) and _depth(v) <= 32,
     "frame_rule": lambda v: v in ("floor", "pad"), "feature_norm": lambda v: v in ("none", "l2"),
     "channel": lambda v: v == "mean" or (type(v) is int and 0 <= v <= 1023),
+    "stream": lambda v: v is None or _stream_entry(v),
 }
+STREAM_INPUTS = ["stream_waveform", "stream_cache", "stream_skip", "stream_cnn_stats", "stream_wave_stats"]
+STREAM_OUTPUTS = ["stream_units", "stream_frames", "stream_cnn_stats_out", "stream_wave_stats_out"]
+
+
+def _stream_entry(v) -> bool:
+    """README's stream entry: its kind, two channel counts in 1..65536, and the input and output names."""
+    return (isinstance(v, dict) and set(v) == {"kind", "frame_dim", "stats_channels", "inputs", "outputs"}
+            and v["kind"] in ("exact", "running-stats")
+            and all(type(v[key]) is int and 1 <= v[key] <= 1 << 16 for key in ("frame_dim", "stats_channels"))
+            and v["inputs"] == STREAM_INPUTS and v["outputs"] == STREAM_OUTPUTS)
 GRID = {"sample_rate": 16_000, "hop": 320, "receptive_field": 400}  # the one frame grid the runtime implements
 
 
@@ -252,6 +263,38 @@ def test_manifest_structure(base, tmp_path, capsys, case):
         _tokenizes(capsys, bundle, base.wav, base.units)
     else:
         _refused(capsys, ["tokenize", bundle, base.wav], bundle, case[2])
+
+
+# A stream entry (manifest "stream") that looks right but is not what this runtime implements, or that the
+# graph does not have: each refused with one line naming it, before any audio is read.
+STREAM_CASES = {
+    "kind": ({"kind": "approximate"}, "manifest field 'stream': kind must be"),
+    "kind-list": ({"kind": ["exact"]}, "manifest field 'stream': kind must be"),
+    "frame-dim-zero": ({"frame_dim": 0}, "manifest field 'stream': frame_dim must be"),
+    "frame-dim-huge": ({"frame_dim": 1 << 40}, "manifest field 'stream': frame_dim must be"),
+    "stats-true": ({"stats_channels": True}, "manifest field 'stream': stats_channels must be"),
+    "stats-float": ({"stats_channels": 1.0}, "manifest field 'stream': stats_channels must be"),
+    "input-renamed": ({"inputs": STREAM_INPUTS[:-1] + ["other"]}, "manifest field 'stream': inputs must be"),
+    "outputs-missing": ({"outputs": []}, "manifest field 'stream': outputs must be"),
+    "extra-key": ({"cache_frames": 10}, "manifest field 'stream' must have exactly the keys"),
+    "graph-without-entry": (None, "has a stream entry, but the graph has no optional input 'stream_waveform'"),
+}
+
+
+@pytest.mark.parametrize("name", list(STREAM_CASES))
+def test_stream_entries(base, tmp_path, capsys, name):
+    change, needle = STREAM_CASES[name]
+    entry = json.loads(base.manifest)["stream"]
+    assert ACCEPTS["stream"](entry) and (change is None or not ACCEPTS["stream"]({**entry, **change}))
+    if change is None:  # a valid entry on a graph without the stream inputs (a handmade unit graph)
+        bundle = unit_graph(tmp_path / "b.onnx", base.manifest)
+        text = replace_field(manifest_of(onnx.load(str(bundle))), "stream", json.dumps(entry))
+        bundle = with_manifest(onnx.load(str(bundle)), text, bundle)
+    else:
+        bundle = with_manifest(base.model, replace_field(base.manifest, "stream", json.dumps({**entry, **change})),
+                               tmp_path / "b.onnx")
+    for kind in ("stream", "tokenize"):
+        _refused(capsys, _command(kind, bundle, base.wav, tmp_path), bundle, needle)
 
 
 def _byte_cases() -> list[tuple[str, str, int]]:

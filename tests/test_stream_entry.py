@@ -31,13 +31,13 @@ def streamed(stream, samples: np.ndarray, block: int = BLOCK) -> np.ndarray:
     return np.concatenate([c.units for c in chunks])
 
 
-def _export(checkpoint, speech_dir, out, name: str, layer: int = 2) -> Tokenizer:
+def _export(checkpoint, speech_dir, speech_16k, out, name: str, layer: int = 2) -> Tokenizer:
     from audiotok.export.bundle import ExportConfig, export_bundle
     from audiotok.models import load_encoder
     from audiotok.models.features import FeatureExtractor
 
     wav = sorted(speech_dir.glob("*.wav"))[0]
-    features = FeatureExtractor(load_encoder(str(checkpoint), layer, "auto")).features([str(wav)])
+    features = FeatureExtractor(load_encoder(str(checkpoint), layer, "auto")).features([speech_16k[: 5 * RATE]])
     np.save(out / f"{name}.npy", features[np.random.default_rng(0).choice(len(features), 30, replace=False)])
     bundle = out / f"{name}.onnx"
     export_bundle(ExportConfig(model=str(checkpoint), centroids=str(out / f"{name}.npy"), output=str(bundle),
@@ -46,7 +46,7 @@ def _export(checkpoint, speech_dir, out, name: str, layer: int = 2) -> Tokenizer
 
 
 @pytest.fixture(scope="module")
-def layer_norm(speech_dir, tmp_path_factory) -> Tokenizer:
+def layer_norm(speech_dir, speech_16k, tmp_path_factory) -> Tokenizer:
     """A tiny wav2vec2 with a layer-norm CNN and no waveform normalization (wav2vec2-large's CNN)."""
     import torch
     from conftest import TINY
@@ -56,12 +56,12 @@ def layer_norm(speech_dir, tmp_path_factory) -> Tokenizer:
     torch.manual_seed(0)
     Wav2Vec2Model(Wav2Vec2Config(**TINY, feat_extract_norm="layer", do_stable_layer_norm=True)).save_pretrained(out / "ck")
     Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=True).save_pretrained(out / "ck")
-    return _export(out / "ck", speech_dir, out, "layer")
+    return _export(out / "ck", speech_dir, speech_16k, out, "layer")
 
 
 @pytest.fixture(scope="module")
-def group_norm(tiny_hubert, speech_dir, tmp_path_factory) -> Tokenizer:
-    return _export(tiny_hubert, speech_dir, tmp_path_factory.mktemp("stream-entry-group"), "group")
+def group_norm(tiny_hubert, speech_dir, speech_16k, tmp_path_factory) -> Tokenizer:
+    return _export(tiny_hubert, speech_dir, speech_16k, tmp_path_factory.mktemp("stream-entry-group"), "group")
 
 
 def test_logmel_bundles_stream_exactly_through_the_entry_point(logmel_bundle, speech_16k):
