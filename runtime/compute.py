@@ -39,7 +39,7 @@ from .manifest import Manifest
 from .memory_limit import bounded_arena, limit_mb, memory_message, remember_limit
 from .onnx_nodes import Node, read_graph
 from .session import INPUT_NAME, OUTPUT_NAME, inference_session, require_self_contained, session_options
-from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS
+from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, default_lengths
 
 STAGES = ("cnn", "positional_conv", "transformer_linear", "attention", "nearest_centroid")
 OFFLINE_SECONDS = 30.0  # the offline count is for one pass over this much audio
@@ -311,6 +311,6 @@ def bundle_compute(bundle: str | os.PathLike, manifest: Manifest, model: CostMod
         "stages_gmac_per_second": {stage: to_gmac(macs / seconds) for stage, macs in stages.items()},
         "parameters": model.parameters(),
         "file_bytes": os.path.getsize(bundle),
-        "stream": stream_cost(model),
+        "stream": stream_cost(model, *default_lengths(manifest.stream is not None), cached=manifest.stream is not None),
         "uncounted_operators": model.uncounted,
     }

@@ -40,15 +40,23 @@ from .stream_cache import CachedEncoder
 from .windowing import UnitsFn, Windower, WindowPolicy
 
 
-# Defaults, chosen with benchmarks/stream_latency.py on a HuBERT-base-size bundle (docs/streaming.md
-# has the tables and the reasoning): the best agreement with offline units of the settings within
-# a quarter of a core. A stream costs window / chunk times the encoder's cost per second of audio
-# (here (640 + 640 + 80) / 640 = 2.1x), and a frame waits for the rest of its chunk and the
-# lookahead, so these defaults trade per-frame latency (units come in 640 ms bursts) for agreement
-# and cost; `latency_ms=` (stream_target.py) picks shorter settings for a latency target.
-DEFAULT_CHUNK_MS = 640
-DEFAULT_LOOKAHEAD_MS = 80
-DEFAULT_CONTEXT_MS = 640
+# Defaults, chosen with benchmarks/stream_latency.py on a HuBERT-base-size bundle with the stream
+# entry point (docs/streaming.md has the tables): each CNN frame computed once, running statistics.
+# 240/60/960 agreed with offline units on 96.0% of frames (the old default, 640/80/640 recomputing
+# every window, on 95.7%) at 15.2 GMAC per audio second, and a frame waits at most 300 ms for audio.
+# A long context is what agreement needs (160/60/640 agreed 92.3%, 160/60/960 95.9%); with the CNN
+# cached it costs the transformer only. `latency_ms=` (stream_target.py) picks other settings.
+DEFAULT_CHUNK_MS = 240
+DEFAULT_LOOKAHEAD_MS = 60
+DEFAULT_CONTEXT_MS = 960
+# Bundles without a stream entry point (fp16, int8, older exports) recompute every window: there a
+# long context costs the CNN too, so their default stays the one chosen for them (95.7%, 10.4 GMAC/s).
+RECOMPUTE_DEFAULTS = (640, 80, 640)
+
+
+def default_lengths(has_stream_entry: bool) -> tuple[int, int, int]:
+    """(chunk, lookahead, context) ms a stream uses when none are given."""
+    return (DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_MS, DEFAULT_CONTEXT_MS) if has_stream_entry else RECOMPUTE_DEFAULTS
 
 
 def _frames(ms: float, name: str, minimum: int) -> int:

@@ -17,9 +17,9 @@ from .memory_limit import memory_message
 from .native_stderr import Captured, captured_stderr, library_message
 from .preprocess import Preprocess, prepared_blocks
 from .session import INPUT_NAME, OUTPUT_NAME, open_session
-from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, Stream, StreamSettings
+from .stream import Stream, StreamSettings, default_lengths
 from .stream_cache import CachedEncoder, check_stream_signature
-from .stream_target import Prediction, calibrate, calibrate_cached, choose, latency_target
+from .stream_target import CACHED_LADDER, Prediction, calibrate, calibrate_cached, choose, latency_target
 from .windowing import OFFLINE_POLICY, WindowPolicy, Windower, one_pass_samples
 
 AudioInput = str | os.PathLike | np.ndarray
@@ -104,6 +104,10 @@ class Tokenizer:
             raise BundleError(f"{self.path}: the graph failed on {seconds:.2f} s of audio "
                               f"({library_message(exc, noise)})") from None
 
+    def default_lengths(self) -> tuple[int, int, int]:
+        """(chunk, lookahead, context) ms of this bundle's default stream."""
+        return default_lengths(self.manifest.stream is not None)
+
     def cached_encoder(self) -> CachedEncoder | None:
         """A stream's window runner through the bundle's stream entry point; None for bundles without one."""
         entry = self.manifest.stream_entry
@@ -122,30 +126,35 @@ class Tokenizer:
         the target is out of reach."""
         target = latency_target(latency_ms, "latency_ms")
         cached = self.cached_encoder()
-        calibration = calibrate(self.units_for_window) if cached is None else calibrate_cached(cached)
-        return choose(target, calibration, sample_rate)
+        if cached is None:
+            return choose(target, calibrate(self.units_for_window), sample_rate)
+        return choose(target, calibrate_cached(cached), sample_rate, CACHED_LADDER)
 
-    def stream(self, *, chunk_ms: float = DEFAULT_CHUNK_MS, lookahead_ms: float = DEFAULT_LOOKAHEAD_MS,
-               context_ms: float = DEFAULT_CONTEXT_MS, sample_rate: int = SAMPLE_RATE,
+    def stream(self, *, chunk_ms: float | None = None, lookahead_ms: float | None = None,
+               context_ms: float | None = None, sample_rate: int = SAMPLE_RATE,
                settings: StreamSettings | None = None, latency_ms: float | None = None) -> Stream:
         """A :class:`~audiotok.runtime.stream.Stream` over this bundle for live audio at ``sample_rate``.
 
         Lengths are milliseconds on the 20 ms frame grid; bad values raise SettingsError here,
-        before any audio is read. ``settings`` passes them as one :class:`StreamSettings` instead
+        before any audio is read. Lengths not given are this bundle's defaults
+        (:func:`~audiotok.runtime.stream.default_lengths`: with a stream entry point 240/60/960,
+        without one 640/80/640). ``settings`` passes them as one :class:`StreamSettings` instead
         (then the keyword lengths stay unset). ``latency_ms`` chooses the lengths instead, for a
         per-frame p95 latency target on this device (:meth:`settings_for_latency`). The channel
         and last-frame rule are the bundle's: a ``settings`` that asks for others is refused rather
-        than silently overridden.
+        than silently overridden. Bundles with a stream entry point compute each CNN frame once
+        (:mod:`~audiotok.runtime.stream_cache`).
         """
         bundle = {"channel": self.preprocess.channel, "pad_last_frame": self.preprocess.pad_last_frame}
-        lengths_given = (chunk_ms, lookahead_ms, context_ms) != (DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_MS,
-                                                                DEFAULT_CONTEXT_MS)
+        lengths = (chunk_ms, lookahead_ms, context_ms)
+        lengths_given = any(v is not None for v in lengths)
         if latency_ms is not None:
             if settings is not None or lengths_given:
                 raise SettingsError("pass either latency_ms= or the stream's lengths, not both")
             settings = self.settings_for_latency(latency_ms, sample_rate).settings
         elif settings is None:
-            settings = StreamSettings(chunk_ms, lookahead_ms, context_ms, sample_rate)
+            defaults = self.default_lengths()
+            settings = StreamSettings(*(d if v is None else v for v, d in zip(lengths, defaults)), sample_rate)
         elif lengths_given or sample_rate != SAMPLE_RATE:
             raise SettingsError("pass the stream's lengths and rate either as settings= or as keywords, not both")
         for name, value in bundle.items():

@@ -71,8 +71,8 @@ ACCEPTS = {
     "channel": lambda v: v == "mean" or (type(v) is int and 0 <= v <= 1023),
     "stream": lambda v: v is None or _stream_entry(v),
 }
-STREAM_INPUTS = ["stream_waveform", "stream_cache", "stream_skip", "stream_cnn_stats", "stream_wave_stats"]
-STREAM_OUTPUTS = ["stream_units", "stream_frames", "stream_cnn_stats_out", "stream_wave_stats_out"]
+STREAM_INPUTS = ["stream_cache", "stream_on", "stream_skip", "stream_cnn_stats", "stream_wave_stats"]
+STREAM_OUTPUTS = ["stream_frames", "stream_cnn_stats_out", "stream_wave_stats_out"]
 
 
 def _stream_entry(v) -> bool:
@@ -277,7 +277,7 @@ STREAM_CASES = {
     "input-renamed": ({"inputs": STREAM_INPUTS[:-1] + ["other"]}, "manifest field 'stream': inputs must be"),
     "outputs-missing": ({"outputs": []}, "manifest field 'stream': outputs must be"),
     "extra-key": ({"cache_frames": 10}, "manifest field 'stream' must have exactly the keys"),
-    "graph-without-entry": (None, "has a stream entry, but the graph has no optional input 'stream_waveform'"),
+    "graph-without-entry": (None, "has a stream entry, but the graph has no optional input 'stream_cache'"),
 }
 
 

@@ -22,7 +22,7 @@ import pytest
 from audiotok.runtime import SettingsError, Tokenizer
 from audiotok.runtime.constants import frame_count
 from audiotok.runtime.stream import StreamSettings
-from audiotok.runtime.stream_target import LADDER
+from audiotok.runtime.stream_target import CACHED_LADDER, LADDER
 from audiotok.runtime.unit_runs import dedup
 from audiotok.runtime.windowing import plan_windows
 from conftest import run_cli, write_wav
@@ -63,7 +63,7 @@ def test_logmel_stream_equals_offline(logmel, speech5, block, chunk_ms, lookahea
     assert starts == list(range(0, len(offline), chunk_ms // 20))
 
 
-@pytest.mark.parametrize("setting", LADDER)
+@pytest.mark.parametrize("setting", sorted(set(LADDER) | set(CACHED_LADDER)))
 @pytest.mark.parametrize("block", [333, 16_000])
 def test_every_latency_setting_streams_offline_units(logmel, speech5, block, setting):
     """The settings --latency-ms chooses from: every frame once, in order, logmel units exact."""

@@ -131,16 +131,18 @@ def test_a_bundle_without_the_entry_point_streams_by_recomputing(logmel_bundle, 
                           Tokenizer(logmel_bundle).tokenize(speech_16k[: 3 * RATE], sample_rate=RATE))
 
 
-def test_offline_units_do_not_depend_on_the_stream_defaults(group_norm, speech_16k):
-    """The offline path ignores the stream inputs: feeding other values leaves the units as they are."""
+def test_offline_units_ignore_the_running_statistics(group_norm, speech_16k):
+    """With stream_on false (the default) the graph is the offline graph: statistics and skip passed in
+    change nothing, and the units equal those of the inputs' defaults passed explicitly."""
     clip = np.ascontiguousarray(speech_16k[: 2 * RATE], np.float32)[None]
     base = group_norm.session.run(["units"], {"waveform": clip})[0]
     entry = group_norm.manifest.stream_entry
-    other = {"stream_waveform": np.ones((1, 1000), np.float32),
-             "stream_cache": np.ones((1, 5, entry.frame_dim), np.float32),
-             "stream_cnn_stats": np.ones((3, entry.stats_channels)), "stream_skip": np.array(7, np.int64)}
-    assert np.array_equal(group_norm.session.run(["units"], {"waveform": clip, **other})[0], base)
-    assert json.loads(manifest_of_session(group_norm))["stream"]["inputs"][0] == "stream_waveform"
+    off = {"stream_cache": np.zeros((1, 0, entry.frame_dim), np.float32), "stream_on": np.array(False),
+           "stream_cnn_stats": np.full((3, entry.stats_channels), 5.0), "stream_skip": np.array(7, np.int64)}
+    assert np.array_equal(group_norm.session.run(["units"], {"waveform": clip, **off})[0], base)
+    on = group_norm.session.run(["units"], {"waveform": clip, **off, "stream_on": np.array(True)})[0]
+    assert not np.array_equal(on, base)  # the statistics passed in are used when the stream asks for them
+    assert json.loads(manifest_of_session(group_norm))["stream"]["inputs"][0] == "stream_cache"
 
 
 def manifest_of_session(tokenizer: Tokenizer) -> str:

@@ -13,8 +13,8 @@ import pytest
 from audiotok.runtime import SettingsError, Tokenizer
 from audiotok.runtime.constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES
 from audiotok.runtime.stream import StreamSettings
-from audiotok.runtime.stream_target import (LADDER, MAX_CORES, MIN_TARGET_MS, Calibration, choose, frame_waits_ms,
-                                            latency_target, predict)
+from audiotok.runtime.stream_target import (CACHED_LADDER, LADDER, MAX_CORES, MIN_TARGET_MS, Calibration,
+                                            calibrate_cached, choose, frame_waits_ms, latency_target, predict)
 
 RATE = 16_000
 
@@ -32,7 +32,7 @@ def emitted_after(tokenizer: Tokenizer, settings: StreamSettings, audio: np.ndar
     return when
 
 
-@pytest.mark.parametrize("setting", LADDER)
+@pytest.mark.parametrize("setting", sorted(set(LADDER) | set(CACHED_LADDER)))
 def test_frame_waits_are_what_a_stream_does(logmel_bundle, speech_16k, setting):
     """Every frame of every full chunk waits exactly frame_waits_ms for audio after its last sample."""
     tokenizer = Tokenizer(logmel_bundle)
@@ -67,6 +67,26 @@ def test_choice_is_the_best_agreeing_setting_that_fits():
     assert predict(StreamSettings(160, 80, 320), slow).p95_ms == pytest.approx(p95)
 
 
+def test_a_cached_stream_pays_the_cnn_of_its_chunk_only():
+    """With a stream entry point a window costs the CNN of its chunk's new frames plus the rest of the
+    window: the choice runs down CACHED_LADDER on that cost."""
+    cached = Calibration(fixed_ms=5.0, per_frame_ms=1.0, per_new_frame_ms=0.5)
+    prediction = predict(StreamSettings(160, 60, 960), cached)
+    assert prediction.cores == pytest.approx((5.0 + 1.0 * 59 + 0.5 * 8) / 160)
+    for target in (250, 400):
+        s = choose(target, cached, ladder=CACHED_LADDER).settings
+        fitting = [c for c in CACHED_LADDER if predict(StreamSettings(*c), cached).p95_ms <= target
+                   and predict(StreamSettings(*c), cached).cores <= MAX_CORES]
+        assert (s.chunk_ms, s.lookahead_ms, s.context_ms) == fitting[0]
+
+
+def test_calibrating_a_cached_stream_leaves_it_empty(logmel_bundle):
+    encoder = Tokenizer(logmel_bundle, threads=1).cached_encoder()
+    calibration = calibrate_cached(encoder, short_frames=10, long_frames=30)
+    assert min(calibration.fixed_ms, calibration.per_frame_ms, calibration.per_new_frame_ms) >= 0
+    assert len(encoder.cache.frames) == 0 and encoder.counted == 0
+
+
 def test_a_target_this_device_cannot_reach_says_what_it_can():
     slow = Calibration(fixed_ms=60.0, per_frame_ms=2.0)
     with pytest.raises(SettingsError, match=r"^--latency-ms 150 is below what this device can do with this bundle: "
@@ -89,11 +109,12 @@ def test_bad_targets(value, message):
 
 
 def test_stream_with_a_latency_target(logmel_bundle, speech_16k):
-    """latency_ms= gives a stream on one of the ladder's settings; it cannot be mixed with lengths."""
+    """latency_ms= gives a stream on one of the ladder's settings (the bundle has a stream entry point:
+    CACHED_LADDER's); it cannot be mixed with lengths."""
     tokenizer = Tokenizer(logmel_bundle, threads=1)
     stream = tokenizer.stream(latency_ms=400)
     s = stream.settings
-    assert (s.chunk_ms, s.lookahead_ms, s.context_ms) in LADDER
+    assert (s.chunk_ms, s.lookahead_ms, s.context_ms) in CACHED_LADDER
     clip = speech_16k[: 2 * RATE]
     units = [c for lo in range(0, len(clip), 555) for c in stream.accept(clip[lo:lo + 555])] + stream.flush()
     assert np.array_equal(np.concatenate([c.units for c in units]), tokenizer.tokenize(clip, sample_rate=RATE))

@@ -44,7 +44,8 @@ from ..audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decoded_blocks, open_audio
 from ..errors import AudioError, AudiotokError, BundleError, SettingsError
 from ..pcm import pcm_blocks
 from ..preprocess import CHANNEL_MEAN, parse_channel
-from ..stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, StreamSettings, UnitChunk
+from ..stream import (DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, RECOMPUTE_DEFAULTS, StreamSettings,
+                      UnitChunk)
 from ..stream_target import latency_target
 from ..tokenizer import Tokenizer
 from ..unit_runs import dedup
@@ -92,12 +93,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-frame latency target (p95, ms): chunk, lookahead and context are chosen for it "
                              "after a short calibration on this device; instead of the three below")
     parser.add_argument("--chunk-ms", type=number("--chunk-ms"), default=None,
-                        help=f"frames emitted per window, in ms (a multiple of 20; default {DEFAULT_CHUNK_MS})")
+                        help=f"frames emitted per window, in ms (a multiple of 20; default {DEFAULT_CHUNK_MS}, "
+                             f"{RECOMPUTE_DEFAULTS[0]} for bundles without a stream entry point)")
     parser.add_argument("--lookahead-ms", type=number("--lookahead-ms"), default=None,
                         help=f"future audio each window sees, in ms (adds that much latency; default "
-                             f"{DEFAULT_LOOKAHEAD_MS})")
+                             f"{DEFAULT_LOOKAHEAD_MS}, {RECOMPUTE_DEFAULTS[1]} without a stream entry point)")
     parser.add_argument("--context-ms", type=number("--context-ms"), default=None,
-                        help=f"past audio each window sees, in ms (costs compute; default {DEFAULT_CONTEXT_MS})")
+                        help=f"past audio each window sees, in ms (costs compute; default {DEFAULT_CONTEXT_MS}, "
+                             f"{RECOMPUTE_DEFAULTS[2]} without a stream entry point)")
     parser.add_argument("--format", choices=STREAM_FORMATS, default="txt", help="txt: one line of ids per chunk; "
                         "jsonl: one object per chunk")
     parser.add_argument("--dedup", action="store_true", help="collapse repeated units, also across chunk edges")
@@ -263,10 +266,13 @@ def interrupt_between_blocks() -> Iterator[dict[str, bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _settings_for(tokenizer: Tokenizer, target: StreamSettings | float) -> StreamSettings:
-    """The window lengths: given, or chosen for a latency target on this device (said on stderr)."""
+def _settings_for(tokenizer: Tokenizer, target: StreamSettings | float,
+                  given: tuple[float | None, ...] = (None, None, None)) -> StreamSettings:
+    """The window lengths: given (the bundle's defaults for those not given), or chosen for a latency
+    target on this device (said on stderr)."""
     if isinstance(target, StreamSettings):
-        return target
+        lengths = (d if v is None else v for v, d in zip(given, tokenizer.default_lengths()))
+        return StreamSettings(*lengths)
     chosen = tokenizer.settings_for_latency(target)
     print(f"audiotok: --latency-ms {target:g}: {chosen.describe()} (predicted on this device)", file=sys.stderr)
     return chosen.settings
@@ -275,7 +281,8 @@ def _settings_for(tokenizer: Tokenizer, target: StreamSettings | float) -> Strea
 def run(args: argparse.Namespace) -> int:
     target = _check(args)
     tokenizer = Tokenizer(args.bundle, providers=args.provider, threads=args.threads, channel=args.channel)
-    settings = _settings_for(tokenizer, target)  # a target this device cannot reach fails here, before audio
+    # a target this device cannot reach fails here, before audio
+    settings = _settings_for(tokenizer, target, (args.chunk_ms, args.lookahead_ms, args.context_ms))
     writer = ChunkWriter(sys.stdout, args.format, args.dedup)
     with open_source(args, tokenizer.preprocess.channel) as (rate, blocks, mic), interrupt_between_blocks() as state:
         stream = tokenizer.stream(chunk_ms=settings.chunk_ms, lookahead_ms=settings.lookahead_ms,
