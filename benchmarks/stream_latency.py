@@ -49,6 +49,7 @@ from audiotok.runtime.audio import file_blocks
 from audiotok.runtime.compute import CostModel, stream_cost
 from audiotok.runtime.constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
 from audiotok.runtime.errors import SettingsError
+from audiotok.runtime.stream_target import frame_waits_ms
 from audiotok.runtime.stream import (DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, Stream,
                                      StreamSettings)
 from audiotok.runtime.tokenizer import Tokenizer
@@ -72,6 +73,7 @@ SETTINGS = [
     (160, 80, 320),
     (160, 60, 320),
     (120, 60, 240),
+    (160, 40, 960),
 ]
 TARGETS = [250.0, 400.0]  # --latency-ms targets measured by default
 
@@ -83,10 +85,13 @@ class Row:
     context_ms: int
     chunks: int
     compute_ms: float  # median time to run one window, included in the latency
+    cpu_ms: float  # median CPU time of one window: its compute on a core of its own
     p50_ms: float  # per frame: every frame's last sample handed over -> its unit written
     p95_ms: float
     max_ms: float
     chunk_end_p95_ms: float  # the last frame of each chunk only (what README reported before)
+    own_core_p50_ms: float  # per frame, with each window's CPU time as its compute: a core of its own
+    own_core_p95_ms: float
     cpu_cores: float
     gmac_per_second: float  # counted arithmetic per audio second (CostModel)
     agreement_none: float  # bundle without waveform normalization
@@ -155,9 +160,9 @@ def build_bundles(checkpoint: Path, layer: int, workdir: Path, audio: np.ndarray
 
 
 def realtime(tokenizer: Tokenizer, settings: StreamSettings,
-             audio: np.ndarray) -> tuple[list[float], list[float], list[float], float]:
+             audio: np.ndarray) -> tuple[list[float], list[float], list[float], list[float], float]:
     """Feed ``audio`` on the sample clock; latency (s) of every frame and of each chunk's last frame,
-    compute (s) per window, and cores used."""
+    compute (s) and CPU time (s) per window, and cores used."""
     block = SAMPLE_RATE * BLOCK_MS // 1000
     arrivals: list[float] = []
     blocks: queue.Queue = queue.Queue()
@@ -176,6 +181,7 @@ def realtime(tokenizer: Tokenizer, settings: StreamSettings,
     frames: list[float] = []  # every frame: its last sample handed over -> its unit written
     ends: list[float] = []  # the last frame of each chunk only
     computes: list[float] = []  # wall time of each accept() that ran a window
+    cpu_times: list[float] = []  # its CPU time: the same on a core the stream has to itself
     sink = open(os.devnull, "w")
 
     def arrival(frame: int) -> float:
@@ -195,16 +201,17 @@ def realtime(tokenizer: Tokenizer, settings: StreamSettings,
     thread = threading.Thread(target=feeder, args=(wall0,), daemon=True)
     thread.start()
     while (piece := blocks.get()) is not None:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         chunks = stream.accept(piece)
         if chunks:
             computes.append((time.perf_counter() - t) / len(chunks))
+            cpu_times.append((time.process_time() - c) / len(chunks))
         emit(chunks)
     emit(stream.flush())
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     thread.join()
     sink.close()
-    return frames, ends, computes, cpu / wall
+    return frames, ends, computes, cpu_times, cpu / wall
 
 
 def agreement(tokenizer: Tokenizer, settings: StreamSettings, audio: np.ndarray, offline: np.ndarray, *,
@@ -298,12 +305,17 @@ def main() -> int:
         plain = [(StreamSettings(*setting), None) for setting in dict.fromkeys(args.setting or SETTINGS)]
         for settings, target in plain + chosen:
             chunk, lookahead, context = (int(v) for v in (settings.chunk_ms, settings.lookahead_ms, settings.context_ms))
-            frames, ends, computes, cores = realtime(tokenizers["none"], settings, audio)
+            frames, ends, computes, cpu_times, cores = realtime(tokenizers["none"], settings, audio)
             ms = np.asarray(frames) * 1000
+            cpu_ms = float(np.median(cpu_times)) * 1000
+            own = (frame_waits_ms(chunk, lookahead)[None, :] + np.asarray(cpu_times)[:, None] * 1000).ravel()
             rows.append(Row(chunk, lookahead, context, len(ends), round(float(np.median(computes)) * 1000, 1),
+                            round(cpu_ms, 1),
                             round(float(np.percentile(ms, 50)), 1),
                             round(float(np.percentile(ms, 95)), 1), round(float(ms.max()), 1),
-                            round(float(np.percentile(np.asarray(ends) * 1000, 95)), 1), round(cores, 3),
+                            round(float(np.percentile(np.asarray(ends) * 1000, 95)), 1),
+                            round(float(np.percentile(own, 50)), 1), round(float(np.percentile(own, 95)), 1),
+                            round(cores, 3),
                             stream_cost(cost, chunk, lookahead, context, cached=cached)["gmac_per_second"],
                             round(agreement(tokenizers["none"], settings, audio, offline["none"]), 4),
                             round(agreement(tokenizers["utterance"], settings, audio, offline["utterance"]), 4),
@@ -316,14 +328,16 @@ def main() -> int:
     print(f"{model} cut at layer {args.layer}, k={K}; {args.seconds:g} s of {source} "
           f"per setting, fed in {BLOCK_MS} ms blocks on the sample clock; onnxruntime threads={args.threads}; "
           f"{os.cpu_count()} CPUs; load average {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after\n")
-    print("| setting | chunk ms | lookahead ms | context ms | window compute ms | per-frame p50 ms | p95 ms | max ms | "
-          "chunk-end p95 ms | CPU cores | GMAC per audio s | agreement (no norm) | agreement (waveform norm) | "
-          "agreement, windows recomputed | GMAC per audio s, recomputed |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| setting | chunk ms | lookahead ms | context ms | window compute ms | window CPU ms | per-frame p50 ms | "
+          "p95 ms | max ms | chunk-end p95 ms | own core: per-frame p50 ms | p95 ms | CPU cores | GMAC per audio s | "
+          "agreement (no norm) | agreement (waveform norm) | agreement, windows recomputed | "
+          "GMAC per audio s, recomputed |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, r in enumerate(rows):
         name = f"`--latency-ms {r.target_ms:g}`" if r.target_ms else ("default" if i == 0 else "")
-        print(f"| {name} | {r.chunk_ms} | {r.lookahead_ms} | {r.context_ms} | {r.compute_ms:.0f} | {r.p50_ms:.0f} | "
-              f"{r.p95_ms:.0f} | {r.max_ms:.0f} | {r.chunk_end_p95_ms:.0f} | {r.cpu_cores:.2f} | {r.gmac_per_second:.1f} | "
+        print(f"| {name} | {r.chunk_ms} | {r.lookahead_ms} | {r.context_ms} | {r.compute_ms:.0f} | {r.cpu_ms:.0f} | "
+              f"{r.p50_ms:.0f} | {r.p95_ms:.0f} | {r.max_ms:.0f} | {r.chunk_end_p95_ms:.0f} | {r.own_core_p50_ms:.0f} | "
+              f"{r.own_core_p95_ms:.0f} | {r.cpu_cores:.2f} | {r.gmac_per_second:.1f} | "
               f"{r.agreement_none:.1%} | {r.agreement_utterance:.1%} | {r.agreement_recompute:.1%} | "
               f"{r.gmac_recompute:.1f} |")
     for reason in refused:

@@ -156,7 +156,10 @@ def open_session(bundle: str | os.PathLike, *, providers: list[str] | str | None
         detail = library_message(exc, noise, limit=160)
         raise BundleError(f"{path}: not a valid ONNX model, or a truncated one ({detail})") from None
     remember_limit(session, limit)
-    metadata = session.get_modelmeta().custom_metadata_map
+    try:
+        metadata = session.get_modelmeta().custom_metadata_map
+    except UnicodeDecodeError as exc:  # a byte of the metadata changed: onnxruntime hands it over undecoded
+        raise BundleError(f"{path}: its metadata is not UTF-8 text (byte {exc.start}); the file is damaged") from None
     if MANIFEST_KEY not in metadata:
         raise BundleError(f"{path}: an ONNX model, but not an audiotok bundle (no '{MANIFEST_KEY}' manifest)")
     manifest = Manifest.from_json(metadata[MANIFEST_KEY], source=str(path))

@@ -9,15 +9,16 @@ offline). So a frame's unit comes out after the rest of its chunk, the lookahead
 compute: the chunk's last frame waits lookahead + compute, its first a whole chunk longer
 (:mod:`stream_target` predicts the per-frame latency of a setting and chooses one for a target).
 
-Normalization: bundles whose encoder normalises the waveform (``do_normalize``, manifest
-``normalization: "utterance"``) do it inside the graph, per graph input. In a stream each window
-is one input, so each is normalised by the statistics of its own context + chunk + lookahead:
-causal with respect to what has arrived, independent of the block size, and equal to offline
-when the window covers the whole input. docs/streaming.md gives its measured cost.
+Bundles with a stream entry point (manifest ``stream``; :mod:`stream_entry`) compute each CNN frame
+once: the window's earlier frames come from a cache (:mod:`stream_cache`), and statistics the
+encoder takes over its input (a group-norm CNN's, ``do_normalize``'s) come from everything heard so
+far. Without one, each window is one graph input, normalised by the statistics of its own context +
+chunk + lookahead: causal with respect to what has arrived, independent of the block size, and
+equal to offline when the window covers the whole input. docs/streaming.md gives the measurements.
 
 Example::
 
-    stream = Tokenizer("units.onnx").stream(chunk_ms=640, lookahead_ms=80, context_ms=640,
+    stream = Tokenizer("units.onnx").stream(chunk_ms=240, lookahead_ms=60, context_ms=960,
                                             sample_rate=48_000)
     for block in microphone_blocks:          # any size, float or int16, (n,) or (n, channels)
         for piece in stream.accept(block):
