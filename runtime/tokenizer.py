@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -88,13 +89,18 @@ class Tokenizer:
     def _run_graph(self, batch: np.ndarray) -> np.ndarray:
         return self.run_outputs([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
-    def run_outputs(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """One session run with onnxruntime's own stderr lines captured: dropped, or the error's reason."""
+    def run_outputs(self, outputs: list[str], feeds: dict[str, np.ndarray], *,
+                    interruptible: bool = True) -> list[np.ndarray]:
+        """One session run with onnxruntime's own stderr lines captured: dropped, or the error's reason.
+
+        ``interruptible``: Ctrl-C stops the run at once (:mod:`interrupt`). A cached stream's windows
+        run with it off: each is short, and one stopped half-way would lose the units of the windows
+        its accept() had already run (the stream command flushes on Ctrl-C instead)."""
         noise = Captured()
         try:
             # stoppable innermost: the signal's Python handler runs as the run ends, in stoppable's exit,
             # so captured_stderr still gets to put fd 2 back
-            with captured_stderr() as noise, stoppable() as run_options:
+            with captured_stderr() as noise, (stoppable() if interruptible else nullcontext()) as run_options:
                 return self.session.run(outputs, feeds, run_options)
         except Exception as exc:  # onnxruntime's private exception types (a node failed, out of memory)
             too_big = memory_message(str(exc), self.session)
@@ -117,7 +123,10 @@ class Tokenizer:
         def check(output: np.ndarray, n_samples: int) -> np.ndarray:
             return checked_units(output, n_samples, self.manifest.k, str(self.path))
 
-        return CachedEncoder(entry, self.run_outputs, check, str(self.path))
+        def run(outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            return self.run_outputs(outputs, feeds, interruptible=False)
+
+        return CachedEncoder(entry, run, check, str(self.path))
 
     def settings_for_latency(self, latency_ms: float, sample_rate: int = SAMPLE_RATE) -> Prediction:
         """The stream settings that keep per-frame p95 latency within ``latency_ms`` on this device,
