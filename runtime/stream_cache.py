@@ -18,7 +18,8 @@ import numpy as np
 from .constants import HOP_SAMPLES, samples_for_frames
 from .errors import BundleError
 from .session import INPUT_NAME, OUTPUT_NAME
-from .stream_entry import CACHE, CNN_STATS, FRAMES, ON, SKIP, STATS_ROWS, STREAM_INPUTS, STREAM_OUTPUTS, WAVE_STATS, StreamEntry
+from .stream_entry import (CACHE, CNN_STATS, CNN_STATS_OUT, FRAMES, ON, SKIP, STATS_ROWS, STREAM_INPUTS, STREAM_OUTPUTS,
+                           WAVE_STATS, WAVE_STATS_OUT, StreamEntry)
 from .windowing import Window
 
 GraphRun = Callable[[list[str], dict[str, np.ndarray]], list[np.ndarray]]  # session.run, with its error handling
@@ -92,8 +93,8 @@ class CachedEncoder:
 
     def _check_outputs(self, frames: np.ndarray, new: int, cnn_stats: np.ndarray, wave_stats: np.ndarray) -> None:
         expected = {FRAMES: (frames, np.float32, (1, new, self.entry.frame_dim)),
-                    CNN_STATS: (cnn_stats, np.float64, self.cnn_stats.shape),
-                    WAVE_STATS: (wave_stats, np.float64, self.wave_stats.shape)}
+                    CNN_STATS_OUT: (cnn_stats, np.float64, self.cnn_stats.shape),
+                    WAVE_STATS_OUT: (wave_stats, np.float64, self.wave_stats.shape)}
         for name, (value, dtype, shape) in expected.items():
             value = np.asarray(value)
             if value.dtype != dtype or value.shape != shape:
