@@ -29,24 +29,33 @@ from audiotok.models import Encoder
 from audiotok.models.base import utterance_normalize
 from audiotok.models.huggingface import HuggingFaceEncoder
 from audiotok.models.logmel import LogMelEncoder
+from audiotok.runtime.constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES
 from audiotok.runtime.stream_entry import StreamEntry
 
 from .graph import UnitGraph
 
 WAVEFORM_EPS = 1e-7  # utterance_normalize's variance floor
+# Samples a stream call recounts at most: one frame's 400 (a window with no new frame recomputes its
+# last) plus the 0-319 after the last whole frame that a flush counted (runtime/stream_cache.py).
+MAX_SKIP_SAMPLES = RECEPTIVE_FIELD_SAMPLES + HOP_SAMPLES
 SPLIT_FAMILIES = ("hubert", "wav2vec2", "wavlm", "data2vec-audio")  # transformers models with this forward
 PROBE_SAMPLES = 16_000 + 237
 
 
-def running_stats(values: torch.Tensor, valid_from: torch.Tensor, totals: torch.Tensor):
-    """Add ``values[:, :, valid_from:]`` (``[1, C, n]``) to ``totals`` (``[3, C]`` f64: count, sum,
-    sum of squares); return the mean and variance of everything counted (f32, ``[C]``) and the totals."""
-    n = values.shape[-1]
-    mask = (torch.arange(n, device=values.device) >= valid_from).to(values.dtype)
-    masked = values * mask
-    count = mask.sum().to(torch.float64).expand(values.shape[1])
-    total = masked.sum(-1)[0].to(torch.float64)
-    squares = (masked * masked).sum(-1)[0].to(torch.float64)
+def running_stats(values: torch.Tensor, skip: torch.Tensor, totals: torch.Tensor, head: int):
+    """Add ``values[:, :, skip:]`` (``[1, C, n]``) to ``totals`` (``[3, C]`` f64: count, sum, sum of
+    squares); return the mean and variance of everything counted (f32, ``[C]``) and the totals.
+
+    ``skip`` is at most ``head`` (a constant): the sums are the whole input's less those of a masked
+    head, so nothing as long as the input is allocated beside it (the offline path computes this too,
+    and ignores it)."""
+    first = values[:, :, :head]
+    mask = (torch.arange(first.shape[-1], device=values.device) < skip).to(values.dtype)
+    skipped = first * mask
+    count = (values.shape[-1] - mask.sum()).to(torch.float64).expand(values.shape[1])
+    total = (values.sum(-1)[0] - skipped.sum(-1)[0]).to(torch.float64)
+    squares = (torch.linalg.vector_norm(values, 2, dim=-1)[0].to(torch.float64) ** 2
+               - (skipped * skipped).sum(-1)[0].to(torch.float64))
     totals = totals + torch.stack([count, total, squares])
     mean = totals[1] / totals[0]
     var = torch.clamp(totals[2] / totals[0] - mean * mean, min=0.0)
@@ -77,7 +86,7 @@ class HuggingFaceSplit:
         """CNN frames ``[1, n, frame_dim]`` of ``samples``: with ``on`` false exactly the offline graph's."""
         x = samples
         if self.normalize:
-            mean, var, wave_stats = running_stats(x[:, None], skip, wave_stats)
+            mean, var, wave_stats = running_stats(x[:, None], skip, wave_stats, MAX_SKIP_SAMPLES)
             x = torch.where(on, (x - mean) / torch.sqrt(var + WAVEFORM_EPS), utterance_normalize(x))
         convs = self.model.feature_extractor.conv_layers
         h = x[:, None]
@@ -86,10 +95,10 @@ class HuggingFaceSplit:
             h = first.conv(h)
             counted = torch.div(torch.clamp(skip - self.kernel + self.stride, min=0), self.stride,
                                 rounding_mode="floor")
-            mean, var, cnn_stats = running_stats(h, counted, cnn_stats)
+            mean, var, cnn_stats = running_stats(h, counted, cnn_stats, MAX_SKIP_SAMPLES // self.stride + 1)
             norm = first.layer_norm
-            running = ((h - mean[None, :, None]) / torch.sqrt(var[None, :, None] + norm.eps)
-                       * norm.weight[None, :, None] + norm.bias[None, :, None])
+            scale = norm.weight / torch.sqrt(var + norm.eps)  # per channel: one multiply-add per value
+            running = h * scale[None, :, None] + (norm.bias - mean * scale)[None, :, None]
             h = first.activation(torch.where(on, running, norm(h)))
             convs = convs[1:]
         for layer in convs:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .constants import HOP_SAMPLES, samples_for_frames
+from .constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, samples_for_frames
 from .errors import BundleError
 from .session import INPUT_NAME, OUTPUT_NAME
 from .stream_entry import (CACHE, CNN_STATS, CNN_STATS_OUT, FRAMES, ON, SKIP, STATS_ROWS, STREAM_INPUTS, STREAM_OUTPUTS,
@@ -78,9 +78,12 @@ class CachedEncoder:
                                f"{self.cache.stop})")
         first_new = min(self.cache.stop, stop - 1)  # the graph computes at least one frame
         segment = samples[(first_new - start) * HOP_SAMPLES:]
+        skip = max(0, self.counted - first_new * HOP_SAMPLES)
+        if skip > RECEPTIVE_FIELD_SAMPLES + HOP_SAMPLES:  # what the graph's statistics can leave out
+            raise RuntimeError(f"{skip} samples already counted at the start of a stream call")
         feeds = {INPUT_NAME: np.ascontiguousarray(segment, np.float32)[None],
                  CACHE: np.ascontiguousarray(self.cache.between(start, first_new))[None], ON: np.array(True),
-                 SKIP: np.array(max(0, self.counted - first_new * HOP_SAMPLES), np.int64),
+                 SKIP: np.array(skip, np.int64),
                  CNN_STATS: self.cnn_stats, WAVE_STATS: self.wave_stats}
         units, frames, cnn_stats, wave_stats = self._run([OUTPUT_NAME, *STREAM_OUTPUTS], feeds)
         units = self._check_units(units, samples_for_frames(stop - start))
