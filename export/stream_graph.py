@@ -8,12 +8,13 @@ it, and runs the back on cached frames followed by the new ones (runtime/stream_
 
 :class:`StreamableGraph` computes ``back(concat(stream_cache, front(waveform)))``. Its stream inputs
 have defaults (runtime/stream_entry.py names them) that give the offline graph exactly: an empty
-cache (a concatenation with nothing is a copy) and ``stream_on`` false, which selects (``Where``, an
+cache (a concatenation with nothing is a copy) and ``stream_on`` false, which selects (an ``If``: an
 exact selection) the input's own statistics as the offline graph computes them. With ``stream_on``
 true, statistics the offline graph takes over its whole input are running totals (count, sum, sum
 of squares per channel, float64 between calls) over every sample heard so far: each call adds the
 samples after its ``skip`` overlap, then normalises with the totals. Encoders whose frames are local
 (logmel, layer-norm CNNs without waveform normalization) have no statistics: their cache is exact.
+The selection is an ONNX ``If``, so an offline call computes none of the stream path.
 
 :func:`stream_split` returns None for encoders it cannot split exactly (checked on a probe:
 ``back(front(x))`` must equal the encoder's own output); those bundles stream by recomputing windows.
@@ -83,23 +84,42 @@ class HuggingFaceSplit:
 
     def front(self, samples: torch.Tensor, on: torch.Tensor, skip: torch.Tensor, cnn_stats: torch.Tensor,
               wave_stats: torch.Tensor):
-        """CNN frames ``[1, n, frame_dim]`` of ``samples``: with ``on`` false exactly the offline graph's."""
+        """CNN frames ``[1, n, frame_dim]`` of ``samples``: with ``on`` false exactly the offline graph's.
+
+        Each normalization is an ONNX ``If`` on ``on`` (``torch.cond``): the offline call runs the
+        offline graph's own operators and nothing else; a stream call, the running statistics.
+        Branch outputs are flat (``torch.cond`` wants dense outputs) and reshaped after."""
         x = samples
         if self.normalize:
-            mean, var, wave_stats = running_stats(x[:, None], skip, wave_stats, MAX_SKIP_SAMPLES)
-            x = torch.where(on, (x - mean) / torch.sqrt(var + WAVEFORM_EPS), utterance_normalize(x))
+            def running_waveform(x, skip, stats):
+                mean, var, stats = running_stats(x[:, None], skip, stats, MAX_SKIP_SAMPLES)
+                return ((x - mean) / torch.sqrt(var + WAVEFORM_EPS)).reshape(-1), stats
+
+            def own_waveform(x, skip, stats):
+                return utterance_normalize(x).reshape(-1), stats.clone()
+
+            flat, wave_stats = torch.cond(on, running_waveform, own_waveform, (x, skip, wave_stats))
+            x = flat.reshape(x.shape)
         convs = self.model.feature_extractor.conv_layers
         h = x[:, None]
         if self.group_norm:
             first = convs[0]
-            h = first.conv(h)
-            counted = torch.div(torch.clamp(skip - self.kernel + self.stride, min=0), self.stride,
-                                rounding_mode="floor")
-            mean, var, cnn_stats = running_stats(h, counted, cnn_stats, MAX_SKIP_SAMPLES // self.stride + 1)
             norm = first.layer_norm
-            scale = norm.weight / torch.sqrt(var + norm.eps)  # per channel: one multiply-add per value
-            running = h * scale[None, :, None] + (norm.bias - mean * scale)[None, :, None]
-            h = first.activation(torch.where(on, running, norm(h)))
+            h = first.conv(h)
+            head = MAX_SKIP_SAMPLES // self.stride + 1
+
+            def running_cnn(h, skip, stats):
+                counted = torch.div(torch.clamp(skip - self.kernel + self.stride, min=0), self.stride,
+                                    rounding_mode="floor")
+                mean, var, stats = running_stats(h, counted, stats, head)
+                scale = norm.weight / torch.sqrt(var + norm.eps)  # per channel: one multiply-add per value
+                return (h * scale[None, :, None] + (norm.bias - mean * scale)[None, :, None]).reshape(-1), stats
+
+            def own_cnn(h, skip, stats):
+                return norm(h).reshape(-1), stats.clone()
+
+            flat, cnn_stats = torch.cond(on, running_cnn, own_cnn, (h, skip, cnn_stats))
+            h = first.activation(flat.reshape(h.shape))
             convs = convs[1:]
         for layer in convs:
             h = layer(h)
