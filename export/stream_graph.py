@@ -93,7 +93,7 @@ class HuggingFaceSplit:
         if self.normalize:
             def running_waveform(x, skip, stats):
                 mean, var, stats = running_stats(x[:, None], skip, stats, MAX_SKIP_SAMPLES)
-                return ((x - mean) / torch.sqrt(var + WAVEFORM_EPS)).reshape(-1), stats
+                return ((x - mean[0]) / torch.sqrt(var[0] + WAVEFORM_EPS)).reshape(-1), stats
 
             def own_waveform(x, skip, stats):
                 return utterance_normalize(x).reshape(-1), stats.clone()
