@@ -22,6 +22,8 @@ from .onnx_tensors import (GRAPH_INITIALIZER, MODEL_GRAPH, TENSOR_DIMS, TENSOR_N
 GRAPH_NODE = 1
 NODE_INPUT, NODE_OUTPUT, NODE_NAME, NODE_OP_TYPE, NODE_ATTRIBUTE, NODE_DOMAIN = 1, 2, 3, 4, 5, 7
 ATTRIBUTE_NAME, ATTRIBUTE_INT, ATTRIBUTE_TENSOR = 1, 3, 5
+SUBGRAPH_OPS = ("If", "Loop", "Scan")
+GRAPH_INPUT, VALUE_INFO_NAME = 11, 1
 MAX_NODES = 1_000_000  # far above any speech encoder; bounds what a hostile file can make us hold
 
 
@@ -43,6 +45,7 @@ class Node:
 class Graph:
     nodes: tuple[Node, ...]  # in the file's (topological) order
     initializers: dict[str, tuple[int, ...]]  # name -> dims
+    inputs: tuple[str, ...] = ()  # graph input names (an initializer named like one is only its default)
 
     def constant_values(self) -> set[str]:
         """Names of values fixed at export: initializers, Constant outputs, and what only they feed.
@@ -51,9 +54,11 @@ class Graph:
         with the input (query x key, weights x value) is attention. Following Cast, Transpose and
         DequantizeLinear chains keeps that true for fp16 and int8 graphs.
         """
-        constant = set(self.initializers)
+        constant = set(self.initializers) - set(self.inputs)  # a caller may pass another value
         for node in self.nodes:
             inputs = [name for name in node.inputs if name]
+            if node.op_type in SUBGRAPH_OPS:  # its branches read values its inputs do not list
+                continue
             if node.op_type == "Constant" or (inputs and all(name in constant for name in inputs)):
                 constant.update(node.outputs)
         return constant
@@ -116,6 +121,7 @@ def read_graph(path: str | os.PathLike) -> Graph:
     """The main graph's nodes and initializer shapes (subgraphs of If/Loop are not entered); either layout."""
     nodes: list[Node] = []
     initializers: dict[str, tuple[int, ...]] = {}
+    inputs: list[str] = []
     with model_view(path) as (model, _):
         for number, wire, graph in _fields(model):
             if number != MODEL_GRAPH or wire != WIRE_LEN:
@@ -130,4 +136,6 @@ def read_graph(path: str | os.PathLike) -> Graph:
                 elif inner == GRAPH_INITIALIZER:
                     name, dims = _initializer(value)
                     initializers[name] = dims
-    return Graph(tuple(nodes), initializers)
+                elif inner == GRAPH_INPUT and len(inputs) < MAX_NODES:
+                    inputs.extend(_text(v) for n, w, v in _fields(value) if n == VALUE_INFO_NAME and w == WIRE_LEN)
+    return Graph(tuple(nodes), initializers, tuple(inputs))
