@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from torch_zygote import TORCH_COMMANDS, Zygote
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
@@ -27,8 +28,18 @@ SENTENCES = [
 ]
 
 
+_ZYGOTE = Zygote()
+
+
 def run_cli(*args: str, env: dict | None = None, input: bytes | None = None, cwd=None) -> subprocess.CompletedProcess:
-    """Run ``python -m audiotok ARGS`` and capture its output as text (stdout) and text (stderr)."""
+    """Run ``python -m audiotok ARGS`` and capture its output as text (stdout) and text (stderr).
+
+    train, export and verify fork from a process with torch already imported (tests/torch_zygote.py),
+    unless the test changes the environment (which may change what an import does) or asks for Ray.
+    """
+    argv = list(map(str, args))
+    if argv and argv[0] in TORCH_COMMANDS and env is None and "--engine" not in argv:
+        return _ZYGOTE.run(argv, input=input, cwd=cwd, timeout=600)
     return subprocess.run([sys.executable, "-m", "audiotok", *map(str, args)], capture_output=True,
                           env={**os.environ, **(env or {})}, input=input, cwd=cwd, timeout=600)
 
