@@ -102,8 +102,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--smoke", action="store_true",
-                        help=f"k={SMOKE_K} on logmel features of {SMOKE_FILES} x {SMOKE_SECONDS:g} s of synthetic speech "
-                             "(unless --audio, --cache or --features): checks the script in seconds (the suite)")
+                        help=f"k={SMOKE_K} on logmel features of {SMOKE_FILES} x {SMOKE_SECONDS:g} s of synthetic "
+                             "speech (unless --audio, --cache or --features): checks the script in seconds (the suite)")
     parser.add_argument("--fit-child", choices=BACKENDS, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--centroids-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

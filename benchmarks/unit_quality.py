@@ -191,7 +191,8 @@ def main() -> None:
         else (TRAIN_SENTENCES, EVAL_SENTENCES)
     train = make_corpus(work / "train", train_sentences)
     corpus = make_corpus(work / "eval", eval_sentences)
-    configs = [(f"logmel k={k}", f"logmel-{k}", "logmel", None, k) for k in ((SMOKE_K,) if args.smoke else (50, 100, 500))]
+    ks = (SMOKE_K,) if args.smoke else (50, 100, 500)
+    configs = [(f"logmel k={k}", f"logmel-{k}", "logmel", None, k) for k in ks]
     if not args.no_hubert and not args.smoke:
         configs.append(("HuBERT-base size, random weights, layer 6, k=100", "hubert-random-l6-100",
                         str(random_hubert(work / "hubert-base-random")), 6, 100))

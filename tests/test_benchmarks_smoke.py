@@ -180,7 +180,8 @@ def test_stream_latency_smoke(stream_workdir, tmp_path):
                            env=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert re.match(r"tiny HuBERT layout \(random weights, --smoke\) cut at layer 2, k=100; 3 s of ", lines[0]), lines[0]
+    first = r"tiny HuBERT layout \(random weights, --smoke\) cut at layer 2, k=100; 3 s of "
+    assert re.match(first, lines[0]), lines[0]
     header = next(line for line in lines if line.startswith("| setting |"))
     rows = markdown_table(lines, header)
     assert [r["setting"] for r in rows] == ["default", "`--latency-ms 400`"], rows
