@@ -140,7 +140,6 @@ def test_speed_smoke(speed_workdir, tmp_path):
     assert full["x torch full"] == "1.00" and cut["agreement"] == "1.0000"  # the reference against itself
     # fp32 bundles equal torch (export's floor is 99.9% of frames); 99 of the 100 frames leaves room for one tie
     assert num(by_path["fp32"]["agreement"]) >= 0.99, by_path["fp32"]
-    assert num(by_path["int8"]["file MB"]) < num(by_path["fp32"]["file MB"]), rows
     assert lines[len(rows) + 2] == ""
     assert re.fullmatch(r"\d+ CPUs, threads=1, rounds=1; load average [\d.]+ before and [\d.]+ after \(\d+ s\): "
                         r"a load above the thread count means other processes competed for the CPUs\.",
@@ -151,6 +150,8 @@ def test_speed_smoke(speed_workdir, tmp_path):
     assert all(len(r["times"]) == len(r["cpu_times"]) == 1 for r in saved)  # one round
     for r, row in zip(saved, rows):
         assert f"{r['agreement']:.4f}" == row["agreement"] and f"{r['median_s'] / r['seconds']:.3f}" == row["RTF"]
+    sizes = {r["path"]: r["file_mb"] for r in saved}  # unrounded: the table's 0.1 MB steps are coarse here
+    assert sizes["int8"] < sizes["fp32"] and sizes["torch full"] == sizes["torch cut"], sizes
 
 
 def test_pass_memory_smoke(speed_workdir, tmp_path):
