@@ -17,6 +17,10 @@ float32). Prints one JSON object; README's figures come from it.
 
 Example (about 30-60 minutes and 8 GB of memory on 2 cores; files under --workdir):
   python benchmarks/large_bundle.py --workdir /work/tmp/large --layout xlsr-1b
+
+``--smoke`` is ``--layout tiny --precision fp32 --bundle-layout container`` on 2 training and 1 unseen
+utterance: the container layout forced on a small model, so the >2 GB code path (export, info, tokenize,
+parity) runs in seconds (the suite runs it).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -122,11 +127,14 @@ def tokenized(stdout: str) -> dict[str, np.ndarray]:
     return {Path(name).name: np.array(text.split(), dtype=np.int64) for name, text in rows}
 
 
-def run(workdir: Path, layout: str, precisions: tuple[str, ...]) -> dict:
+def run(workdir: Path, layout: str, precisions: tuple[str, ...], bundle_layout: str = "auto",
+        smoke: bool = False) -> dict:
+    """``bundle_layout``: export's --layout (auto: plain ONNX below 2 GB, the container above);
+    ``smoke``: 2 training and 1 unseen utterance, one voice."""
     spec = LAYOUTS[layout]
     checkpoint = build_checkpoint(workdir / f"{layout}-checkpoint", spec["config"])
-    train = speech(workdir / "train", SENTENCES[:4], ("en", "en-us"))
-    unseen = speech(workdir / "unseen", SENTENCES[4:], ("en-gb", "en"))
+    train = speech(workdir / "train", SENTENCES[:2 if smoke else 4], ("en",) if smoke else ("en", "en-us"))
+    unseen = speech(workdir / "unseen", SENTENCES[4:5 if smoke else None], ("en-gb",) if smoke else ("en-gb", "en"))
     unseen_files = sorted(unseen.glob("*.wav"))
     audio_seconds = sum(sum(len(b) for b in file_blocks(p)) for p in unseen_files) / SAMPLE_RATE
     centroids_path = workdir / f"{layout}-k{spec['k']}.npy"
@@ -141,7 +149,7 @@ def run(workdir: Path, layout: str, precisions: tuple[str, ...]) -> dict:
         folder.mkdir()
         bundle = folder / "units.onnx"
         export = timed(audiotok("export", "--model", checkpoint, "--centroids", centroids_path, "--precision",
-                                precision, "--audio", train, "-o", bundle))
+                                precision, "--audio", train, "--layout", bundle_layout, "-o", bundle))
         info = json.loads(subprocess.run(audiotok("info", bundle, "--no-compute"), capture_output=True,
                                          text=True, check=True).stdout)
         size = bundle.stat().st_size
@@ -167,12 +175,23 @@ def run(workdir: Path, layout: str, precisions: tuple[str, ...]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, required=True, help="checkpoint, audio and bundles go here")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="checkpoint, audio and bundles go here (required, except with --smoke)")
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="xlsr-1b")
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument("--bundle-layout", choices=("auto", "onnx", "container"), default="auto",
+                        help="audiotok export --layout (container: the >2 GB layout at any size)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="--layout tiny --precision fp32 --bundle-layout container: checks the script in seconds "
+                             "(the suite)")
     args = parser.parse_args()
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    print(json.dumps(run(args.workdir, args.layout, tuple(args.precision)), indent=2))
+    if args.workdir is None and not args.smoke:
+        parser.error("--workdir is required")
+    if args.smoke:
+        args.layout, args.precision, args.bundle_layout = "tiny", ["fp32"], "container"
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="audiotok-large-bundle-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(json.dumps(run(workdir, args.layout, tuple(args.precision), args.bundle_layout, args.smoke), indent=2))
     return 0
 
 

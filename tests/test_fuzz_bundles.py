@@ -267,9 +267,22 @@ def _outcome(capsys, command: list, bundle) -> tuple[int, str]:
     return code, out if line is None else line
 
 
+def _cut_refusal(data: bytes) -> str:
+    """What refusing a bundle cut to ``data`` must say. protobuf serialises a model's fields in order
+    (graph, opset, then the manifest in metadata_props): a cut inside a field leaves bytes protobuf
+    cannot parse, a cut before the opset ends leaves no graph or no opset; only a cut exactly at the
+    manifest's start leaves a whole ONNX model without a manifest."""
+    try:
+        model = onnx.load_from_string(bytes(data))
+        whole = model.HasField("graph") and len(model.opset_import) > 0
+    except Exception:  # noqa: BLE001 -- protobuf's DecodeError, or onnx's own
+        whole = False
+    return "an ONNX model, but not an audiotok bundle" if whole else "not a valid ONNX model, or a truncated one"
+
+
 @pytest.mark.parametrize("case", _byte_cases(), ids=lambda c: c[0])
 def test_bundle_bytes(logmel_bundle, base, tmp_path, capsys, case):
-    """A cut bundle is refused. A flipped byte may land in a weight (a valid graph with other numbers),
+    """A cut bundle is refused, saying why. A flipped byte may land in a weight (a valid graph with other numbers),
     in a name or a length (a graph onnx cannot read), or in the manifest: which one depends on where
     protobuf put each field, so the right answer is not known here; the test asserts the answer is the
     same both times the same bytes are read, units included."""
@@ -288,6 +301,7 @@ def test_bundle_bytes(logmel_bundle, base, tmp_path, capsys, case):
     first = _outcome(capsys, command, bundle)
     if mode == "cut":
         assert first[0] != 0, f"a bundle cut to {len(data)} bytes was read"
+        assert first[1].startswith(f"audiotok: error: {bundle}: {_cut_refusal(data)}"), first[1]
         return
     assert _outcome(capsys, command, bundle) == first
 
