@@ -164,7 +164,7 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = 16_000) -> Path:
 # the end while the other waits.
 SLOW_FIRST = ("test_arm64.py", "test_large_bundle.py", "test_parity_matrix.py", "test_compute.py",  # the first
               # two go to the two workers, the next two follow them (xdist hands each worker two modules at first)
-              "test_precision.py", "test_stream_agreement.py", "test_ray_node_lost.py", "test_benchmarks_smoke.py",
+              "test_precision.py", "test_stream_agreement.py", "test_ray_node_lost.py", "test_benchmarks_smoke.py", "test_benchmarks_stream_smoke.py",
               "test_fuzz_bundles.py", "test_fuzz_audio.py", "test_parity.py", "test_stream.py")
 
 
