@@ -50,8 +50,8 @@ def _quantized_weight(source: Source, scale: TensorProto, zero_point: TensorProt
 
 def _weight_tensors(model: onnx.ModelProto, weight: Source, payloads: dict[str, Payload]) -> None:
     name, dims = weight.tensor.name, list(weight.tensor.dims)
-    scale = helper.make_tensor(name + "_scale", TensorProto.FLOAT, [dims[CHANNEL_AXIS]], [])
-    zero_point = helper.make_tensor(name + "_zero_point", TensorProto.INT8, [dims[CHANNEL_AXIS]], [])
+    scale = TensorProto(name=name + "_scale", data_type=TensorProto.FLOAT, dims=[dims[CHANNEL_AXIS]])
+    zero_point = TensorProto(name=name + "_zero_point", data_type=TensorProto.INT8, dims=[dims[CHANNEL_AXIS]])
     quantized = TensorProto(name=name + "_quantized", data_type=TensorProto.INT8, dims=dims)
     model.graph.initializer.extend([scale, zero_point, quantized])
     # the proto's own copies (extend copies): filled when the int8 bytes are made, before the graph is saved
