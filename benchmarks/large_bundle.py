@@ -148,8 +148,11 @@ def run(workdir: Path, layout: str, precisions: tuple[str, ...]) -> dict:
         info = json.loads(subprocess.run(audiotok("info", bundle, "--no-compute"), capture_output=True,
                                          text=True, check=True).stdout)
         size = bundle.stat().st_size
+        fp32_bundle = workdir / f"{layout}-fp32" / "units.onnx"  # the float32 weights the peak is measured against
         tokenize = timed(audiotok("tokenize", bundle, *unseen_files, "--threads", "2"))
         entry = {"export_seconds": export["seconds"], "export_peak_mb": export["peak_mb"],
+                 "export_peak_x_fp32_bundle": (round(export["peak_mb"] / (fp32_bundle.stat().st_size / 2**20), 2)
+                                               if fp32_bundle.exists() else None),
                  "bundle_mb": round(size / 2**20), "layout": info["layout"],
                  "beside_bundle": sorted(p.name for p in folder.iterdir() if p != bundle),
                  "agreement_at_export": info["agreement"]["agreement"],
