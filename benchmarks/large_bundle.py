@@ -15,7 +15,7 @@ under ``/usr/bin/time -v`` (peak RSS is that command's alone):
 ``--layout wide`` runs the same on the slow test's smaller model (3 very wide layers, 2.4 GB in
 float32). Prints one JSON object; README's figures come from it.
 
-Example (about 75 minutes on 2 shared cores, 7.9 GB peak memory, 12 GB of files under --workdir):
+Example (about 75 minutes on 2 shared cores, 7.9 GB peak memory, 7.4 GB of files under --workdir):
   python benchmarks/large_bundle.py --workdir /work/tmp/large --layout xlsr-1b
 """
 
