@@ -13,7 +13,7 @@ under ``/usr/bin/time -v`` (peak RSS is that command's alone):
               on every frame of the unseen speech
 
 ``--layout wide`` runs the same on the slow test's smaller model (3 very wide layers, 2.4 GB in
-float32). Prints one JSON object; README's figures come from it.
+float32). Prints one JSON object; docs/bundle.md's figures come from it.
 
 Example (about 30-60 minutes and 8 GB of memory on 2 cores; files under --workdir):
   python benchmarks/large_bundle.py --workdir /work/tmp/large --layout xlsr-1b

@@ -28,7 +28,7 @@ Random weights have the real compute but not a trained model's robustness: measu
 bundle's agreement with `audiotok verify`.
 
 Examples (print a markdown table; the first run builds and exports everything into --workdir):
-  python benchmarks/speed.py --layers 6 --seconds 30 --rounds 9 --threads 2 --no-what-if   # README's table
+  python benchmarks/speed.py --layers 6 --seconds 30 --rounds 9 --threads 2 --no-what-if   # docs/precision-and-speed.md's table
   python benchmarks/speed.py --layers 6 9 12 --seconds 10 30 60 --rounds 5 --threads 2
 """
 

@@ -25,7 +25,7 @@ Needs the [train] extra (torch, transformers, scikit-learn) to build the bundles
 itself runs on onnxruntime only. Export of a base-size model takes a minute or two; pass
 ``--workdir DIR`` to keep the bundles between runs.
 
-Example (README's streaming table): python benchmarks/stream_latency.py --seconds 20 --workdir /tmp/stream-bench
+Example (docs/streaming.md's latency table): python benchmarks/stream_latency.py --seconds 20 --workdir /tmp/stream-bench
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class Row:
     p50_ms: float  # per frame: every frame's last sample handed over -> its unit written
     p95_ms: float
     max_ms: float
-    chunk_end_p95_ms: float  # the last frame of each chunk only (what README reported before)
+    chunk_end_p95_ms: float  # the last frame of each chunk only (what docs/streaming.md reported before)
     cpu_cores: float
     gmac_per_second: float  # counted arithmetic per audio second (CostModel)
     agreement_none: float  # bundle without waveform normalization

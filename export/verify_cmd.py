@@ -111,7 +111,7 @@ def fitting_pass_seconds(encoder) -> float:
     A pass needs memory linear in its length for the CNN's activations (PASS_BYTES_PER_SECOND at
     a 512-channel CNN, scaled by the checkpoint's widest CNN layer) plus the attention scores,
     ``heads x frames^2`` float32 values of which ATTENTION_COPIES are alive at the peak: measured on
-    a HuBERT-base-size checkpoint with benchmarks/pass_memory.py (README: Exact units and memory),
+    a HuBERT-base-size checkpoint with benchmarks/pass_memory.py (docs/long-inputs-and-exact-units.md),
     rounded up. Encoders without attention (logmel) need memory linear in the length: up to an hour.
     """
     config = getattr(getattr(encoder, "model", None), "config", None)

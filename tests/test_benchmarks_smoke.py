@@ -1,4 +1,4 @@
-"""The benchmark scripts whose numbers README quotes, run in their smoke modes (tiny bundle, one
+"""The benchmark scripts whose numbers docs/ quotes, run in their smoke modes (tiny bundle, one
 round, seconds): their command lines and output formats cannot rot unnoticed. Their default modes
 (minutes to hours) are not run here."""
 
@@ -18,7 +18,7 @@ def run_benchmark(name: str, *args, cwd) -> subprocess.CompletedProcess:
 
 
 def test_stream_soak_smoke(logmel_bundle, tmp_path):
-    """README's soak command, shortened: one line per bundle in the documented shape, and JSON."""
+    """docs/streaming.md's soak command, shortened: one line per bundle in the documented shape, and JSON."""
     out = tmp_path / "soak.json"
     result = run_benchmark("stream_soak.py", "--smoke", "--bundle", logmel_bundle, "--workdir", tmp_path,
                            "--json", out, cwd=tmp_path)
@@ -37,7 +37,7 @@ def test_stream_soak_smoke(logmel_bundle, tmp_path):
 
 
 def test_corpus_throughput_smoke(tmp_path):
-    """README's throughput command on a tiny model: the four configurations, then the ratios."""
+    """docs/corpus.md's throughput command on a tiny model: the four configurations, then the ratios."""
     result = run_benchmark("corpus_throughput.py", "--smoke", "--jobs", "2", "--workdir", tmp_path, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if line]

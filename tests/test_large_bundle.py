@@ -4,7 +4,7 @@ and a SeamlessM4T-size vocabulary (10,000 centroids of width 1280) exports, toke
 The 2 GB model has XLS-R 1B's layout (layer-norm CNN, stable layer norm) but three very wide layers
 (hidden 4096, feed-forward 16384: 2.4 GB in float32), so that it crosses the limit with little
 arithmetic per frame; its audio is short for the same reason. benchmarks/large_bundle.py runs the
-real XLS-R 1B shape (README has its figures).
+real XLS-R 1B shape (docs/bundle.md has its figures).
 """
 
 from __future__ import annotations

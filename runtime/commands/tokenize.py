@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="files up to S seconds run in one pass: exactly the encoder's units for the whole "
                              "file. Longer files run in 30 s windows with 3 s of context on each side, in flat "
                              "memory. Raise it (e.g. 150) for the reference units of long files: memory grows "
-                             "with the square of the pass length (README: Exact units and memory)")
+                             "with the square of the pass length (docs/long-inputs-and-exact-units.md)")
 
 
 def _check(args: argparse.Namespace) -> None:
