@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiotok.runtime.audio import file_blocks
+from audiotok.runtime.audio.decode import file_blocks
 
 SAMPLE_RATE = 16_000
 LAYOUTS = {

@@ -108,7 +108,7 @@ def build_int8_all_groups(fp32_bundle: Path, int8_bundle: Path, target: Path) ->
     from audiotok.export.onnx_graph import attach_manifest
     from audiotok.export.probe_audio import pseudo_speech
     from audiotok.export.quantize import build_int8, operator_groups
-    from audiotok.runtime.session import open_session
+    from audiotok.runtime.bundle.session import open_session
 
     print(f"quantizing {target.name} ...", file=sys.stderr, flush=True)
     groups = operator_groups(onnx.load(str(fp32_bundle)))

@@ -45,8 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audiotok.runtime.audio import file_blocks
-from audiotok.runtime.compute import CostModel, stream_cost
+from audiotok.runtime.audio.decode import file_blocks
+from audiotok.runtime.cost import CostModel, stream_cost
 from audiotok.runtime.constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
 from audiotok.runtime.errors import SettingsError
 from audiotok.runtime.stream import (DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, Stream,

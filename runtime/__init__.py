@@ -8,7 +8,7 @@ test enforces it.
 """
 
 from .errors import AudioError, AudiotokError, BundleError, SettingsError
-from .manifest import Manifest
+from .bundle.manifest import Manifest
 from .stream import Stream, StreamSettings, StreamState, UnitChunk
 from .tokenizer import Tokenizer
 from .unit_runs import dedup

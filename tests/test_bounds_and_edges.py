@@ -30,8 +30,8 @@ from onnx import TensorProto, numpy_helper
 
 from audiotok.runtime.constants import MANIFEST_KEY
 from audiotok.runtime.errors import SettingsError
-from audiotok.runtime.manifest import Manifest
-from audiotok.runtime.session import thread_limit
+from audiotok.runtime.bundle.manifest import Manifest
+from audiotok.runtime.bundle.session import thread_limit
 from audiotok.runtime.tokenizer import Tokenizer
 
 VALID = dict(encoder="logmel", encoder_type="logmel", layer=0, k=16, dim=80, normalization="none", precision="fp32",

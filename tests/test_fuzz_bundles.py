@@ -43,7 +43,7 @@ COMMANDS = ("tokenize", "info", "stream", "centroids", "plot", "verify")
 
 
 # --- the oracle: what each manifest field accepts, written here from docs/bundle.md and docs/errors.md, not read
-# from runtime/manifest.py, so that deleting or loosening a rule there fails these cases ----------------
+# from runtime/bundle/manifest.py, so that deleting or loosening a rule there fails these cases ----------------
 
 def _integer(low: int, high: int):
     return lambda v: type(v) is int and low <= v <= high  # JSON true is not 1

@@ -21,7 +21,7 @@ import torch
 from conftest import TINY, run_cli
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-from audiotok.runtime.bundle_container import check_container
+from audiotok.runtime.bundle.container import check_container
 from audiotok.runtime.constants import SAMPLE_RATE, frame_count, samples_for_frames
 
 WIDE = dict(hidden_size=4096, num_hidden_layers=3, num_attention_heads=16, intermediate_size=16384,

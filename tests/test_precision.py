@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from conftest import run_cli, write_wav
 
-from audiotok.runtime.audio import file_blocks
+from audiotok.runtime.audio.decode import file_blocks
 from audiotok.runtime.constants import frame_count
 from audiotok.runtime.tokenizer import Tokenizer
 
@@ -128,7 +128,7 @@ def test_fp32_is_exact_and_int8_reports_what_it_quantized(bundles):
 
 
 def test_variants_are_smaller_and_keep_centroid_distances_fp32(bundles, tiny_units):
-    from audiotok.runtime.bundle_centroids import extract_centroids
+    from audiotok.runtime.bundle.centroids import extract_centroids
 
     sizes = {p: bundles[p].stat().st_size for p in PRECISIONS}
     # docs/precision-and-speed.md: fp16 is "half the size", int8 at most 35% of fp32 (31.8% measured on HuBERT-base, where

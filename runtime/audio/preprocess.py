@@ -26,8 +26,8 @@ from numbers import Integral
 
 import numpy as np
 
-from .constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES
-from .errors import SettingsError
+from ..constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES
+from ..errors import SettingsError
 
 CHANNEL_MEAN = "mean"
 FRAME_RULES = ("floor", "pad")  # floor: whole frames only; pad: a partial last frame padded with zeros
