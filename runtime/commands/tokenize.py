@@ -43,10 +43,9 @@ from ..formats.resumable import side_path
 from ..formats.run_identity import file_sha256
 from ..formats.staging import check_target
 from ..formats.units_folder import check_replaceable_folder
-from ..audio.preprocess import add_processor_arguments, processor_arguments
 from ..tokenizer import Tokenizer
 from ..windowing import DEFAULT_MAX_PASS_SECONDS, max_pass_seconds
-from .options import add_engine_arguments, add_provider_argument
+from .options import add_engine_arguments, add_processor_arguments, add_provider_argument, processor_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
