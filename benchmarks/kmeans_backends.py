@@ -49,7 +49,7 @@ def smoke_audio(folder: Path) -> list[str]:
 def extract(audio: list[str], model: str, layer: int | None) -> np.ndarray:
     from audiotok.models import load_encoder
     from audiotok.models.features import FeatureExtractor
-    from audiotok.runtime.audio import file_blocks
+    from audiotok.runtime.audio.decode import file_blocks
     from audiotok.runtime.corpus.listing import list_corpus
 
     extractor = FeatureExtractor(load_encoder(model, layer, "auto"))

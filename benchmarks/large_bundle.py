@@ -13,7 +13,7 @@ under ``/usr/bin/time -v`` (peak RSS is that command's alone):
               on every frame of the unseen speech
 
 ``--layout wide`` runs the same on the slow test's smaller model (3 very wide layers, 2.4 GB in
-float32). Prints one JSON object; README's figures come from it.
+float32). Prints one JSON object; docs/bundle.md's figures come from it.
 
 Example (about 75 minutes on 2 shared cores, 7.9 GB peak memory, 7.4 GB of files under --workdir):
   python benchmarks/large_bundle.py --workdir /work/tmp/large --layout xlsr-1b
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiotok.runtime.audio import file_blocks
+from audiotok.runtime.audio.decode import file_blocks
 
 SAMPLE_RATE = 16_000
 LAYOUTS = {

@@ -28,7 +28,7 @@ Random weights have the real compute but not a trained model's robustness: measu
 bundle's agreement with `audiotok verify`.
 
 Examples (print a markdown table; the first run builds and exports everything into --workdir):
-  python benchmarks/speed.py --layers 6 --seconds 30 --rounds 9 --threads 2 --no-what-if   # README's table
+  python benchmarks/speed.py --layers 6 --seconds 30 --rounds 9 --threads 2 --no-what-if   # docs/precision-and-speed.md's table
   python benchmarks/speed.py --layers 6 9 12 --seconds 10 30 60 --rounds 5 --threads 2
   python benchmarks/speed.py --smoke --threads 1   # tiny model, seconds: checks the script itself (the suite)
 """
@@ -116,7 +116,7 @@ def build_int8_all_groups(fp32_bundle: Path, int8_bundle: Path, target: Path) ->
     from audiotok.export.onnx_graph import attach_manifest
     from audiotok.export.probe_audio import pseudo_speech
     from audiotok.export.quantize import build_int8, operator_groups
-    from audiotok.runtime.session import open_session
+    from audiotok.runtime.bundle.session import open_session
 
     print(f"quantizing {target.name} ...", file=sys.stderr, flush=True)
     groups = operator_groups(onnx.load(str(fp32_bundle)))

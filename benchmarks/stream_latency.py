@@ -25,7 +25,7 @@ Needs the [train] extra (torch, transformers, scikit-learn) to build the bundles
 itself runs on onnxruntime only. Export of a base-size model takes a minute or two; pass
 ``--workdir DIR`` to keep the bundles between runs.
 
-Example (README's streaming table): python benchmarks/stream_latency.py --seconds 20 --workdir /tmp/stream-bench
+Example (docs/streaming.md's latency table): python benchmarks/stream_latency.py --seconds 20 --workdir /tmp/stream-bench
 --smoke runs the same on a tiny random HuBERT layout (layer 2), 3 s of speech, the default setting and one
 target: the script's command line and table in seconds (the suite runs it), no number worth quoting.
 """
@@ -47,8 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audiotok.runtime.audio import file_blocks
-from audiotok.runtime.compute import CostModel, stream_cost
+from audiotok.runtime.audio.decode import file_blocks
+from audiotok.runtime.cost import CostModel, stream_cost
 from audiotok.runtime.constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
 from audiotok.runtime.errors import SettingsError
 from audiotok.runtime.stream import (DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, Stream,
@@ -91,7 +91,7 @@ class Row:
     p50_ms: float  # per frame: every frame's last sample handed over -> its unit written
     p95_ms: float
     max_ms: float
-    chunk_end_p95_ms: float  # the last frame of each chunk only (what README reported before)
+    chunk_end_p95_ms: float  # the last frame of each chunk only (what docs/streaming.md reported before)
     cpu_cores: float
     gmac_per_second: float  # counted arithmetic per audio second (CostModel)
     agreement_none: float  # bundle without waveform normalization

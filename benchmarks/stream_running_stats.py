@@ -103,8 +103,8 @@ class Simulation:
 
 def costs(bundle: Path):
     """GMAC per audio second of a setting, counted from the bundle's graph: (today, CNN cached)."""
-    from audiotok.runtime.compute import CostModel
-    from audiotok.runtime.session import open_session
+    from audiotok.runtime.cost import CostModel
+    from audiotok.runtime.bundle.session import open_session
 
     _, manifest = open_session(bundle)
     model = CostModel(bundle, manifest)

@@ -1,4 +1,4 @@
-"""Unit quality and stability of several bundles on aligned espeak-ng speech: the README's table.
+"""Unit quality and stability of several bundles on aligned espeak-ng speech: the table in docs/evaluating-units.md.
 
 Makes speech with exact phone alignments (libespeak-ng's phoneme events, tests/aligned_speech.py),
 trains and exports the bundles on one set of sentences, then runs `audiotok evaluate` on another:

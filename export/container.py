@@ -4,7 +4,7 @@ Every export stage keeps its large tensors in external-data files inside the exp
 folder (a protobuf cannot hold more than 2 GiB, and keeping weights out of the graph keeps each
 stage's memory near one copy of them). The last step writes the bundle: a plain .onnx when the
 whole model fits in one protobuf (today's layout, what every ONNX tool reads), else the container of
-runtime/bundle_container.py, with the weights streamed from the stage's files into the aligned
+runtime/bundle/container.py, with the weights streamed from the stage's files into the aligned
 weight region, a chunk at a time, so packing holds no copy of them.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx.external_data_helper import load_external_data_for_model
 
-from audiotok.runtime.bundle_container import (ALIGNMENT, HEADER, LAYOUTS, MAX_MODEL_BYTES, VERSION, WEIGHTS_LOCATION,
+from audiotok.runtime.bundle.container import (ALIGNMENT, HEADER, LAYOUTS, MAX_MODEL_BYTES, VERSION, WEIGHTS_LOCATION,
                                                Header, encode_header)
 from audiotok.runtime.errors import SettingsError
 

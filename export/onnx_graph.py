@@ -8,8 +8,8 @@ import onnx
 import torch
 
 from audiotok.runtime.constants import MANIFEST_KEY, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
-from audiotok.runtime.manifest import Manifest
-from audiotok.runtime.session import INPUT_NAME, OUTPUT_NAME
+from audiotok.runtime.bundle.manifest import Manifest
+from audiotok.runtime.bundle.session import INPUT_NAME, OUTPUT_NAME
 
 from .container import write_bundle
 from .graph import UnitGraph

@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 
 from audiotok.runtime.errors import SettingsError
-from audiotok.runtime.session import INPUT_NAME
+from audiotok.runtime.bundle.session import INPUT_NAME
 
 from .centroids import distance_nodes
 from .container import copy_stage, external_sources, write_stage

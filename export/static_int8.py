@@ -23,7 +23,7 @@ from pathlib import Path
 import onnx
 from onnx.external_data_helper import load_external_data_for_tensor
 
-from audiotok.runtime.session import INPUT_NAME
+from audiotok.runtime.bundle.session import INPUT_NAME
 
 from .container import Source
 from .quiet import quiet

@@ -95,7 +95,7 @@ def aligned_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def speech_16k(speech_dir) -> np.ndarray:
     """All the generated speech, concatenated, resampled to 16 kHz float32."""
-    from audiotok.runtime.audio import file_blocks
+    from audiotok.runtime.audio.decode import file_blocks
 
     return np.concatenate([b for p in sorted(speech_dir.glob("*.wav")) for b in file_blocks(p)])
 
@@ -162,7 +162,7 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = 16_000) -> Path:
 # past 2 GB, Ray clusters), measured with --durations on 2 cores. `--dist loadfile` hands modules out
 # in collection order, so these go first: a long module started last would leave one worker alone at
 # the end while the other waits.
-SLOW_FIRST = ("test_arm64.py", "test_large_bundle.py", "test_parity_matrix.py", "test_compute.py",  # the first
+SLOW_FIRST = ("test_arm64.py", "test_large_bundle.py", "test_parity_matrix.py", "test_cost.py",  # the first
               # two go to the two workers, the next two follow them (xdist hands each worker two modules at first)
               "test_precision.py", "test_stream_agreement.py", "test_ray_node_lost.py", "test_benchmarks_smoke.py", "test_benchmarks_stream_smoke.py",
               "test_fuzz_bundles.py", "test_fuzz_audio.py", "test_parity.py", "test_stream.py")

@@ -1,4 +1,4 @@
-"""The speed and memory benchmark scripts whose numbers the docs quote, run in their smoke modes (tiny bundle, one
+"""The speed and memory benchmark scripts whose numbers docs/ quotes, run in their smoke modes (tiny bundle, one
 round, seconds): their command lines and output formats cannot rot unnoticed, and each report's
 structure and invariants are checked (one row per setting, numbers in range, counts that add up).
 Their default modes (minutes to hours) are not run here.
@@ -26,7 +26,7 @@ def speed_workdir(tmp_path_factory):
 
 
 def test_speed_smoke(speed_workdir, tmp_path):
-    """README's speed-table command on a tiny model: one row per path, ratios against the torch rows."""
+    """docs/precision-and-speed.md's speed-table command on a tiny model: one row per path, ratios against the torch rows."""
     import onnxruntime as ort
 
     out = tmp_path / "speed.json"
@@ -67,7 +67,7 @@ def test_speed_smoke(speed_workdir, tmp_path):
 
 
 def test_pass_memory_smoke(speed_workdir, tmp_path):
-    """README's pass-memory command on speed.py's tiny model: one 32 s row, past the 30 s pass limit."""
+    """docs/long-inputs-and-exact-units.md's pass-memory command on speed.py's tiny model: one 32 s row, past the 30 s pass limit."""
     result = run_benchmark("pass_memory.py", "--smoke", "--threads", "1", "--workdir", speed_workdir, cwd=tmp_path,
                            env=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-2000:]

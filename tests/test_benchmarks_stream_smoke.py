@@ -19,7 +19,7 @@ def stream_workdir(tmp_path_factory):
 
 
 def test_stream_soak_smoke(logmel_bundle, tmp_path):
-    """README's soak command, shortened: one line per bundle in the documented shape, and JSON."""
+    """docs/streaming.md's soak command, shortened: one line per bundle in the documented shape, and JSON."""
     out = tmp_path / "soak.json"
     result = run_benchmark("stream_soak.py", "--smoke", "--bundle", logmel_bundle, "--workdir", tmp_path,
                            "--json", out, cwd=tmp_path)
@@ -38,7 +38,7 @@ def test_stream_soak_smoke(logmel_bundle, tmp_path):
 
 
 def test_corpus_throughput_smoke(tmp_path):
-    """README's throughput command on a tiny model: the four configurations, then the ratios."""
+    """docs/corpus.md's throughput command on a tiny model: the four configurations, then the ratios."""
     result = run_benchmark("corpus_throughput.py", "--smoke", "--jobs", "2", "--workdir", tmp_path, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if line]
@@ -54,7 +54,7 @@ def test_corpus_throughput_smoke(tmp_path):
 
 
 def test_stream_latency_smoke(stream_workdir, tmp_path):
-    """README's streaming-table command on a tiny model: the default setting and one --latency-ms target."""
+    """docs/streaming.md's latency-table command on a tiny model: the default setting and one --latency-ms target."""
     out = tmp_path / "stream.json"
     result = run_benchmark("stream_latency.py", "--smoke", "--workdir", stream_workdir, "--json", out, cwd=tmp_path,
                            env=ONE_THREAD)
@@ -104,7 +104,7 @@ def test_stream_running_stats_smoke(stream_workdir, tmp_path):
 
 
 def test_unit_quality_smoke(tmp_path):
-    """README's unit-quality tables for the logmel row: quality, stability, and logmel's exact stream."""
+    """docs/evaluating-units.md's unit-quality tables for the logmel row: quality, stability, and logmel's exact stream."""
     result = run_benchmark("unit_quality.py", "--smoke", "--work", tmp_path, cwd=tmp_path, env=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()

@@ -17,7 +17,7 @@ import pytest
 from conftest import error_line, run_cli, write_wav
 from hostile_bundles import run_in_process
 
-from audiotok.runtime.bundle_container import ALIGNMENT, HEADER, MAGIC, WEIGHTS_LOCATION, check_container
+from audiotok.runtime.bundle.container import ALIGNMENT, HEADER, MAGIC, WEIGHTS_LOCATION, check_container
 
 HOLE_BYTES = 1 << 16  # a hole must span whole filesystem blocks to exist
 

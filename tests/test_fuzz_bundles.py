@@ -1,6 +1,6 @@
 """Bundles from strangers: seeded mutations of a valid bundle (its manifest, its bytes, its graph's
-output). Each case knows its one right outcome: an oracle written here (``ACCEPTS``, from README's
-bundle section) says whether a manifest value is valid; a valid bundle must tokenize to the
+output). Each case knows its one right outcome: an oracle written here (``ACCEPTS``, from docs/bundle.md
+and docs/errors.md) says whether a manifest value is valid; a valid bundle must tokenize to the
 unmutated bundle's units, an invalid one must be refused with exactly one `audiotok: error:` line
 naming the bundle and the field, within a time limit, never a traceback. Most cases run in this process (seconds for hundreds); a few through real
 subprocesses check the same of the installed command."""
@@ -42,8 +42,8 @@ SOMETIMES_BAD = ["null", "false", '"7"', "1.5", "-1", "0", "2", "4294967296", "[
 COMMANDS = ("tokenize", "info", "stream", "centroids", "plot", "verify")
 
 
-# --- the oracle: what each manifest field accepts, written here from README's bundle section, not read
-# from runtime/manifest.py, so that deleting or loosening a rule there fails these cases ----------------
+# --- the oracle: what each manifest field accepts, written here from docs/bundle.md and docs/errors.md, not read
+# from runtime/bundle/manifest.py, so that deleting or loosening a rule there fails these cases ----------------
 
 def _integer(low: int, high: int):
     return lambda v: type(v) is int and low <= v <= high  # JSON true is not 1
