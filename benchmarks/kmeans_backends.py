@@ -13,6 +13,7 @@ Features come from an audiotok feature cache folder (--cache, made by `audiotok 
 Examples:
   python benchmarks/kmeans_backends.py --audio speech/ --model logmel --k 100 1000
   python benchmarks/kmeans_backends.py --cache units/audiotok-features/0123abcd... --k 100 1000
+  python benchmarks/kmeans_backends.py --smoke   # logmel features of 6 s of synthetic speech, k=8 (the suite)
 """
 
 from __future__ import annotations
@@ -30,12 +31,25 @@ from pathlib import Path
 import numpy as np
 
 BACKENDS = ("sklearn", "faiss")
+# --smoke: logmel features of 2 x 3 s of audiotok's pseudo-speech probe signal (300 frames), k=8: the
+# script's command line, child fits and table in seconds (the suite runs it), no number worth quoting.
+SMOKE_FILES, SMOKE_SECONDS, SMOKE_K = 2, 3.0, 8
+
+
+def smoke_audio(folder: Path) -> list[str]:
+    import soundfile as sf
+
+    from audiotok.export.probe_audio import pseudo_speech
+
+    for i in range(SMOKE_FILES):
+        sf.write(folder / f"smoke-{i}.wav", pseudo_speech(SMOKE_SECONDS, seed=i), 16_000)
+    return [str(folder)]
 
 
 def extract(audio: list[str], model: str, layer: int | None) -> np.ndarray:
     from audiotok.models import load_encoder
     from audiotok.models.features import FeatureExtractor
-    from audiotok.runtime.audio import file_blocks
+    from audiotok.runtime.audio.decode import file_blocks
     from audiotok.runtime.corpus.listing import list_corpus
 
     extractor = FeatureExtractor(load_encoder(model, layer, "auto"))
@@ -87,6 +101,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"k={SMOKE_K} on logmel features of {SMOKE_FILES} x {SMOKE_SECONDS:g} s of synthetic "
+                             "speech (unless --audio, --cache or --features): checks the script in seconds (the suite)")
     parser.add_argument("--fit-child", choices=BACKENDS, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--centroids-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,8 +113,13 @@ def main() -> None:
 
     from audiotok.train.kmeans import unit_usage
 
+    if args.smoke:
+        args.k = [SMOKE_K]
     with tempfile.TemporaryDirectory(prefix="kmeans-bench-") as tmp:
         folder = Path(tmp)
+        if args.smoke and not (args.features or args.cache or args.audio):
+            (folder / "audio").mkdir()
+            args.audio, args.model, args.layer = smoke_audio(folder / "audio"), "logmel", None
         if args.features is not None:
             features = np.load(args.features).astype(np.float32)
         elif args.cache is not None:

@@ -18,6 +18,10 @@ memory available now is not run; the table says so, and the command to run it wh
 
 Example (prints a markdown table; the first run builds and exports into --workdir):
   python benchmarks/pass_memory.py --seconds 30 60 120 300 --threads 2
+  python benchmarks/pass_memory.py --smoke --threads 1   # tiny model, seconds: checks the script (the suite)
+
+--smoke builds benchmarks/speed.py --smoke's tiny model (the same files: pass one --workdir to both to build
+it once) and runs one 32 s input: past the 30 s limit, so the windowed path cuts it in two windows.
 """
 
 from __future__ import annotations
@@ -27,18 +31,21 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import build_bundle, build_centroids, build_checkpoint, peak_rss_mb  # noqa: E402
+from speed import (SMOKE_CONFIG, SMOKE_K, SMOKE_KMEANS_SECONDS, SMOKE_LAYER, build_bundle,  # noqa: E402
+                   build_centroids, build_checkpoint, peak_rss_mb)
 
 SAMPLE_RATE = 16_000
 LAYER = 6
 OFF_GRID = -197  # samples off whole seconds: the input ends 43 samples after its last frame
 INPUT_SEED = 1234
+SMOKE_SECONDS = 32.0  # just past the default 30 s pass: the windowed path runs two windows
 
 
 def rss_mb() -> float:
@@ -66,7 +73,7 @@ def worker(args: argparse.Namespace) -> None:
         loaded = rss_mb()
         start = time.perf_counter()
         with torch.no_grad():
-            model(torch.from_numpy(samples)[None], output_hidden_states=True).hidden_states[LAYER]
+            model(torch.from_numpy(samples)[None], output_hidden_states=True).hidden_states[args.layer]
         units = None
     else:
         from audiotok.runtime import Tokenizer
@@ -85,7 +92,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_worker(path: str, length: int, files: dict, threads: int) -> dict:
     command = [sys.executable, __file__, "--worker", path, "--length", str(length), "--threads", str(threads),
-               "--input", str(files["input"]), "--bundle", str(files["bundle"]),
+               "--input", str(files["input"]), "--bundle", str(files["bundle"]), "--layer", str(files["layer"]),
                "--checkpoint", str(files["checkpoint"]), "--units", str(files["units"](path))]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
@@ -107,38 +114,56 @@ def predicted_peak_mb(measured: list[tuple[float, float]], seconds: float) -> fl
     return None
 
 
-def prepare(workdir: Path, seconds: list[float]) -> dict:
+def prepare(workdir: Path, seconds: list[float], smoke: bool = False) -> dict:
     from audiotok.export.probe_audio import pseudo_speech
 
     workdir.mkdir(parents=True, exist_ok=True)
-    checkpoint = build_checkpoint(workdir / "hubert-base-random")
-    centroids = build_centroids(checkpoint, LAYER, workdir / f"km500-L{LAYER}.npy")
-    bundle = build_bundle(checkpoint, centroids, LAYER, "fp32", workdir / f"km500-L{LAYER}-fp32.onnx")
+    if smoke:  # benchmarks/speed.py --smoke's files: one --workdir builds them once for both
+        layer = SMOKE_LAYER
+        checkpoint = build_checkpoint(workdir / "hubert-tiny-random", SMOKE_CONFIG)
+        centroids = build_centroids(checkpoint, layer, workdir / f"centroids-L{layer}.npy", SMOKE_K,
+                                    SMOKE_KMEANS_SECONDS)
+        bundle = build_bundle(checkpoint, centroids, layer, "fp32", workdir / f"hubert-L{layer}-fp32.onnx")
+    else:
+        layer = LAYER
+        checkpoint = build_checkpoint(workdir / "hubert-base-random")
+        centroids = build_centroids(checkpoint, layer, workdir / f"km500-L{layer}.npy")
+        bundle = build_bundle(checkpoint, centroids, layer, "fp32", workdir / f"km500-L{layer}-fp32.onnx")
     longest = int(max(seconds) * SAMPLE_RATE) + OFF_GRID
     audio = workdir / f"pass-memory-input-{longest}.npy"
     if not audio.exists():
         np.save(audio, np.concatenate([pseudo_speech(10.0, seed=INPUT_SEED + i)
                                        for i in range(-(-longest // (10 * SAMPLE_RATE)))])[:longest])
-    return {"checkpoint": checkpoint, "bundle": bundle, "input": audio,
+    return {"checkpoint": checkpoint, "bundle": bundle, "input": audio, "layer": layer,
             "units": lambda path: workdir / f"units-{path.replace(' ', '-')}.npy"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, nargs="+", default=[30, 60, 120, 300])
-    parser.add_argument("--workdir", default="/tmp/audiotok-bench", help="checkpoint, centroids, bundle (reused)")
+    parser.add_argument("--workdir", default=None,
+                        help="checkpoint, centroids, bundle (reused; default: /tmp/audiotok-bench, with --smoke a "
+                             "new temporary folder)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-gb", type=float, default=None,
                         help="skip lengths predicted to peak above this (default: 70%% of MemAvailable)")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"benchmarks/speed.py's tiny model, one {SMOKE_SECONDS:g} s input: checks the script in "
+                             "seconds (the suite); overrides --seconds")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--layer", type=int, default=LAYER, help=argparse.SUPPRESS)
     for hidden in ("--length", "--input", "--bundle", "--checkpoint", "--units"):
         parser.add_argument(hidden, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.path, args.length = args.worker, int(args.length)
         return worker(args)
+    if args.smoke:
+        args.seconds = [SMOKE_SECONDS]
+    if args.workdir is None:
+        args.workdir = tempfile.mkdtemp(prefix="audiotok-pass-memory-") if args.smoke else "/tmp/audiotok-bench"
     seconds = sorted(args.seconds)
-    files = prepare(Path(args.workdir), seconds)
+    files = prepare(Path(args.workdir) / ("smoke" if args.smoke else ""), seconds, smoke=args.smoke)
     rows, measured = [], {"one pass": [], "torch": []}
     for s in seconds:
         length = int(s * SAMPLE_RATE) + OFF_GRID

@@ -28,8 +28,9 @@ Random weights have the real compute but not a trained model's robustness: measu
 bundle's agreement with `audiotok verify`.
 
 Examples (print a markdown table; the first run builds and exports everything into --workdir):
-  python benchmarks/speed.py --layers 6 --seconds 30 --rounds 9 --threads 2 --no-what-if   # README's table
+  python benchmarks/speed.py --layers 6 --seconds 30 --rounds 9 --threads 2 --no-what-if   # docs/precision-and-speed.md's table
   python benchmarks/speed.py --layers 6 9 12 --seconds 10 30 60 --rounds 5 --threads 2
+  python benchmarks/speed.py --smoke --threads 1   # tiny model, seconds: checks the script itself (the suite)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,23 +53,30 @@ KMEANS_SECONDS = 60.0  # synthetic audio the centroids are fitted on (3000 frame
 INPUT_SEED = 1234  # benchmark input; differs from the export's parity/calibration audio (seeds 0-2)
 PAUSE_S = 0.2  # between runs, so one path's idle threads never overlap the next path's run
 PATHS = ("torch full", "torch cut", "fp32", "int8", "int8+cnn", "fp16")
+# --smoke: a 2-layer, 32-dim HuBERT layout cut at layer 2 with k=16, one 2 s input, one round: the
+# script's workers, table and footer in seconds (the suite runs it), no number worth quoting.
+SMOKE_CONFIG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                    conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+SMOKE_LAYER, SMOKE_K, SMOKE_SECONDS, SMOKE_KMEANS_SECONDS = 2, 16, 2.0, 10.0
 
 
 # ----------------------------------------------------------------------------- setup (coordinator)
 
-def build_checkpoint(folder: Path) -> Path:
+def build_checkpoint(folder: Path, config: dict | None = None) -> Path:
+    """A random-weight HuBERT checkpoint: HuBERT-base size, or ``config``'s layout."""
     if (folder / "config.json").exists():
         return folder
     import torch
     from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
     torch.manual_seed(0)
-    HubertModel(HubertConfig()).save_pretrained(folder)
+    HubertModel(HubertConfig(**(config or {}))).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=False).save_pretrained(folder)
     return folder
 
 
-def build_centroids(checkpoint: Path, layer: int, target: Path) -> Path:
+def build_centroids(checkpoint: Path, layer: int, target: Path, k: int = K,
+                    seconds: float = KMEANS_SECONDS) -> Path:
     if target.exists():
         return target
     import torch
@@ -78,9 +87,9 @@ def build_centroids(checkpoint: Path, layer: int, target: Path) -> Path:
     from audiotok.models.features import FeatureExtractor
 
     torch.set_num_threads(2)
-    audio = np.concatenate([pseudo_speech(10.0, seed=100 + i) for i in range(int(KMEANS_SECONDS / 10))])
+    audio = np.concatenate([pseudo_speech(10.0, seed=100 + i) for i in range(int(seconds / 10))])
     features = FeatureExtractor(load_encoder(str(checkpoint), layer)).features([audio])
-    centroids = KMeans(K, n_init=1, max_iter=50, random_state=0).fit(features).cluster_centers_
+    centroids = KMeans(k, n_init=1, max_iter=50, random_state=0).fit(features).cluster_centers_
     np.save(target, centroids.astype(np.float32))
     return target
 
@@ -101,14 +110,13 @@ def build_int8_all_groups(fp32_bundle: Path, int8_bundle: Path, target: Path) ->
     """The what-if graph: the quantizer's every group, whatever it costs in agreement."""
     if target.exists():
         return target
-    import tempfile
 
     import onnx
 
     from audiotok.export.onnx_graph import attach_manifest
     from audiotok.export.probe_audio import pseudo_speech
     from audiotok.export.quantize import build_int8, operator_groups
-    from audiotok.runtime.session import open_session
+    from audiotok.runtime.bundle.session import open_session
 
     print(f"quantizing {target.name} ...", file=sys.stderr, flush=True)
     groups = operator_groups(onnx.load(str(fp32_bundle)))
@@ -236,8 +244,13 @@ def run_alone(kind: str, layer: int, threads: int, checkpoint: Path, centroids: 
 def measure_layer(layer: int, args: argparse.Namespace, workdir: Path, audio: dict[float, Path]) -> list[dict]:
     import onnxruntime as ort
 
-    checkpoint = build_checkpoint(workdir / "hubert-base-random")
-    centroids = build_centroids(checkpoint, layer, workdir / f"centroids-L{layer}.npy")
+    if args.smoke:
+        checkpoint = build_checkpoint(workdir / "hubert-tiny-random", SMOKE_CONFIG)
+        centroids = build_centroids(checkpoint, layer, workdir / f"centroids-L{layer}.npy", SMOKE_K,
+                                    SMOKE_KMEANS_SECONDS)
+    else:
+        checkpoint = build_checkpoint(workdir / "hubert-base-random")
+        centroids = build_centroids(checkpoint, layer, workdir / f"centroids-L{layer}.npy")
     precisions = ["fp32", "int8"] + (["fp16"] if "CUDAExecutionProvider" in ort.get_available_providers() else [])
     bundles = {p: build_bundle(checkpoint, centroids, layer, p, workdir / f"hubert-L{layer}-{p}.onnx")
                for p in precisions}
@@ -296,12 +309,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9,
                         help="fresh processes per path and input, each one warm-up and one timed run (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="threads for torch and onnxruntime alike")
-    parser.add_argument("--workdir", default="benchmark-work", help="checkpoint, centroids, bundles (reused)")
+    parser.add_argument("--workdir", default=None,
+                        help="checkpoint, centroids, bundles (reused; default: benchmark-work, with --smoke a new "
+                             "temporary folder)")
     parser.add_argument("--json", default=None, help="also write every measurement here")
     parser.add_argument("--table-from", default=None, metavar="JSON",
                         help="print the table of an earlier run's --json file and exit")
     parser.add_argument("--no-what-if", dest="what_if", action="store_false",
                         help="skip the int8+cnn what-if row")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"tiny model at layer {SMOKE_LAYER}, k={SMOKE_K}, one {SMOKE_SECONDS:g} s input, one "
+                             "round: checks the script in seconds (the suite); overrides --layers, --seconds, --rounds")
     parser.add_argument("--worker", default=None, choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--layer", type=int, default=6, help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
@@ -317,7 +335,11 @@ def main() -> None:
     if args.table_from:
         print(table(json.loads(Path(args.table_from).read_text())))
         return
-    workdir = Path(args.workdir)
+    if args.smoke:
+        args.layers, args.seconds, args.rounds = [SMOKE_LAYER], [SMOKE_SECONDS], 1
+    if args.workdir is None:
+        args.workdir = tempfile.mkdtemp(prefix="audiotok-speed-") if args.smoke else "benchmark-work"
+    workdir = Path(args.workdir) / ("smoke" if args.smoke else "")  # a tiny model never mixes with a real one
     workdir.mkdir(parents=True, exist_ok=True)
     audio = inputs(workdir, args.seconds)
     load_before = os.getloadavg()[0]

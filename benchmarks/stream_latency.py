@@ -25,7 +25,9 @@ Needs the [train] extra (torch, transformers, scikit-learn) to build the bundles
 itself runs on onnxruntime only. Export of a base-size model takes a minute or two; pass
 ``--workdir DIR`` to keep the bundles between runs.
 
-Example (README's streaming table): python benchmarks/stream_latency.py --seconds 20 --workdir /tmp/stream-bench
+Example (docs/streaming.md's latency table): python benchmarks/stream_latency.py --seconds 20 --workdir /tmp/stream-bench
+--smoke runs the same on a tiny random HuBERT layout (layer 2), 3 s of speech, the default setting and one
+target: the script's command line and table in seconds (the suite runs it), no number worth quoting.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audiotok.runtime.audio import file_blocks
-from audiotok.runtime.compute import CostModel, stream_cost
+from audiotok.runtime.audio.decode import file_blocks
+from audiotok.runtime.cost import CostModel, stream_cost
 from audiotok.runtime.constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
 from audiotok.runtime.errors import SettingsError
 from audiotok.runtime.stream_target import frame_waits_ms
@@ -76,6 +78,10 @@ SETTINGS = [
     (160, 40, 960),
 ]
 TARGETS = [250.0, 400.0]  # --latency-ms targets measured by default
+# --smoke: a 2-layer, 32-dim HuBERT layout cut at layer 2; 3 s of speech (150 frames, enough for k=100)
+SMOKE_CONFIG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                    conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+SMOKE_LAYER, SMOKE_SECONDS, SMOKE_TARGET = 2, 3.0, 400.0
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ class Row:
     p50_ms: float  # per frame: every frame's last sample handed over -> its unit written
     p95_ms: float
     max_ms: float
-    chunk_end_p95_ms: float  # the last frame of each chunk only (what README reported before)
+    chunk_end_p95_ms: float  # the last frame of each chunk only (what docs/streaming.md reported before)
     own_core_p50_ms: float  # per frame, with each window's CPU time as its compute: a core of its own
     own_core_p95_ms: float
     cpu_cores: float
@@ -118,15 +124,16 @@ def speech(seconds: float, folder: Path) -> tuple[np.ndarray, str]:
     return np.tile(one, reps)[: int(seconds * SAMPLE_RATE)], "espeak-ng English sentences"
 
 
-def random_hubert_base(workdir: Path) -> Path:
-    """A HuBERT-base-size checkpoint with random weights: the compute of the real one, no download."""
-    checkpoint = workdir / "hubert-base-random"
+def random_hubert_base(workdir: Path, smoke: bool = False) -> Path:
+    """A HuBERT-base-size checkpoint with random weights: the compute of the real one, no download
+    (``smoke``: SMOKE_CONFIG's tiny layout instead)."""
+    checkpoint = workdir / ("hubert-tiny-random" if smoke else "hubert-base-random")
     if not (checkpoint / "config.json").exists():
         import torch
         from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
         torch.manual_seed(0)
-        HubertModel(HubertConfig()).save_pretrained(checkpoint)
+        HubertModel(HubertConfig(**(SMOKE_CONFIG if smoke else {}))).save_pretrained(checkpoint)
         Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=False).save_pretrained(checkpoint)
     return checkpoint
 
@@ -282,14 +289,21 @@ def main() -> int:
     parser.add_argument("--workdir", default=None, help="keep the model and bundles here between runs")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--no-torch", action="store_true", help="skip the torch + transformers comparison")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"tiny random HuBERT layout at layer {SMOKE_LAYER}, {SMOKE_SECONDS:g} s, the default setting "
+                             f"and --target {SMOKE_TARGET:g} unless given: checks the script in seconds (the suite); "
+                             "overrides --seconds, --layer and --checkpoint")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.layer, args.checkpoint = SMOKE_SECONDS, SMOKE_LAYER, None
+        args.setting, args.target = args.setting or [SETTINGS[0]], args.target or [SMOKE_TARGET]
     load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory(prefix="audiotok-stream-bench-") as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         audio, source = speech(args.seconds, Path(tmp))
-        checkpoint = Path(args.checkpoint) if args.checkpoint else random_hubert_base(workdir)
+        checkpoint = Path(args.checkpoint) if args.checkpoint else random_hubert_base(workdir, args.smoke)
         bundles = build_bundles(checkpoint, args.layer, workdir, audio)
         tokenizers = {norm: Tokenizer(path, threads=args.threads) for norm, path in bundles.items()}
         offline = {norm: tok.tokenize(audio, SAMPLE_RATE) for norm, tok in tokenizers.items()}
@@ -324,7 +338,8 @@ def main() -> int:
             print(rows[-1], file=sys.stderr)
         ratio = None if args.no_torch else torch_ratio(bundles["none"], checkpoint, args.layer, audio, args.threads)
 
-    model = args.checkpoint or "HuBERT-base-size (random weights)"
+    model = args.checkpoint or ("tiny HuBERT layout (random weights, --smoke)" if args.smoke
+                                else "HuBERT-base-size (random weights)")
     print(f"{model} cut at layer {args.layer}, k={K}; {args.seconds:g} s of {source} "
           f"per setting, fed in {BLOCK_MS} ms blocks on the sample clock; onnxruntime threads={args.threads}; "
           f"{os.cpu_count()} CPUs; load average {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after\n")

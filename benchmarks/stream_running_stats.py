@@ -20,6 +20,8 @@ It uses the model, centroids and bundle benchmarks/stream_latency.py builds (pas
 second): recomputing every window, and with the CNN run once per frame.
 
 Example: python benchmarks/stream_running_stats.py --workdir /tmp/stream-bench --seconds 20
+--smoke runs two settings on stream_latency.py --smoke's tiny model and 3 s of speech (built in --workdir
+unless that run left them there): the script's command line and table in seconds (the suite runs it).
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stream_latency import LAYER, random_hubert_base, speech
+from stream_latency import LAYER, SMOKE_LAYER, SMOKE_SECONDS, build_bundles, random_hubert_base, speech
 
 SETTINGS = [(640, 80, 640), (320, 80, 640), (240, 80, 480), (160, 80, 320), (160, 60, 320), (120, 60, 240),
             (160, 80, 640), (160, 60, 640), (120, 60, 640)]
 CONV0_HOP = 5  # samples per output of the first convolution (kernel 10, stride 5)
 CONV0_PER_FRAME = 64  # its outputs per 320-sample frame
 CONV0_FIELD = 79  # its outputs one frame's 400 samples cover
+SMOKE_SETTINGS = SETTINGS[:2]
 
 
 class Simulation:
@@ -85,7 +88,7 @@ class Simulation:
         return float(np.mean(np.concatenate(units) == self.offline))
 
     def running(self, setting: tuple[int, int, int]) -> float:
-        units, cache = [], torch.zeros(1, 512, 0)
+        units, cache = [], torch.zeros(1, self.convs[-1].conv.out_channels, 0)
         with torch.no_grad():
             for start, emit_start, emit_stop, stop in self._windows(setting):
                 if stop > cache.shape[-1]:
@@ -100,8 +103,8 @@ class Simulation:
 
 def costs(bundle: Path):
     """GMAC per audio second of a setting, counted from the bundle's graph: (today, CNN cached)."""
-    from audiotok.runtime.compute import CostModel
-    from audiotok.runtime.session import open_session
+    from audiotok.runtime.cost import CostModel
+    from audiotok.runtime.bundle.session import open_session
 
     _, manifest = open_session(bundle)
     model = CostModel(bundle, manifest)
@@ -121,20 +124,32 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--setting", action="append", default=None, metavar="C:L:X",
                         help="chunk:lookahead:context in ms; repeat (default: a built-in list)")
-    parser.add_argument("--workdir", required=True, help="where benchmarks/stream_latency.py keeps its model")
+    parser.add_argument("--workdir", default=None,
+                        help="where benchmarks/stream_latency.py keeps its model (required, except with --smoke)")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"stream_latency.py --smoke's tiny model at layer {SMOKE_LAYER}, {SMOKE_SECONDS:g} s, "
+                             f"{len(SMOKE_SETTINGS)} settings unless given: checks the script in seconds (the suite)")
     args = parser.parse_args()
+    if args.workdir is None and not args.smoke:
+        parser.error("--workdir is required (the folder of a benchmarks/stream_latency.py run)")
     torch.set_num_threads(1)
-    workdir = Path(args.workdir)
-    centroids = workdir / f"hubert-base-random-L{LAYER}-none.npy"
+    layer = SMOKE_LAYER if args.smoke else LAYER
+    if args.smoke:
+        args.seconds, args.setting = SMOKE_SECONDS, args.setting or [":".join(map(str, s)) for s in SMOKE_SETTINGS]
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="audiotok-running-stats-"))
+    checkpoint = workdir / ("hubert-tiny-random" if args.smoke else "hubert-base-random")
+    centroids = workdir / f"{checkpoint.name}-L{layer}-none.npy"
+    with tempfile.TemporaryDirectory() as tmp:
+        audio, source = speech(args.seconds, Path(tmp))
+    if args.smoke and not centroids.exists():  # what stream_latency.py --smoke builds
+        build_bundles(random_hubert_base(workdir, smoke=True), layer, workdir, audio)
     if not centroids.exists():
         print(f"run benchmarks/stream_latency.py --workdir {workdir} first (it fits {centroids.name})", file=sys.stderr)
         return 1
-    with tempfile.TemporaryDirectory() as tmp:
-        audio, source = speech(args.seconds, Path(tmp))
-    sim = Simulation(random_hubert_base(workdir), np.load(centroids), LAYER, audio)
-    print(f"HuBERT-base size (random weights), layer {LAYER}; {args.seconds:g} s of {source}; "
-          f"{len(sim.offline)} frames\n")
-    cost = costs(workdir / f"hubert-base-random-L{LAYER}-none.onnx")
+    sim = Simulation(random_hubert_base(workdir, smoke=args.smoke), np.load(centroids), layer, audio)
+    size = "tiny HuBERT layout (--smoke)" if args.smoke else "HuBERT-base size"
+    print(f"{size} (random weights), layer {layer}; {args.seconds:g} s of {source}; {len(sim.offline)} frames\n")
+    cost = costs(workdir / f"{checkpoint.name}-L{layer}-none.onnx")
     print("| chunk / lookahead / context ms | agreement: per-window statistics (today) | running statistics, CNN "
           "cached | GMAC per audio s: today | CNN cached |")
     print("|---|---:|---:|---:|---:|")

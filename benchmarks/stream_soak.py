@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiotok.runtime.audio import file_blocks
+from audiotok.runtime.audio.decode import file_blocks
 from audiotok.runtime.constants import SAMPLE_RATE, frame_count
 
 FEED_SECONDS = 10.0  # audio written to the child per write

@@ -1,4 +1,4 @@
-"""Unit quality and stability of several bundles on aligned espeak-ng speech: the README's table.
+"""Unit quality and stability of several bundles on aligned espeak-ng speech: the table in docs/evaluating-units.md.
 
 Makes speech with exact phone alignments (libespeak-ng's phoneme events, tests/aligned_speech.py),
 trains and exports the bundles on one set of sentences, then runs `audiotok evaluate` on another:
@@ -14,6 +14,7 @@ kept in --work.
 
   python benchmarks/unit_quality.py --work /tmp/unit-quality            # everything (~30 min on 2 busy cores)
   python benchmarks/unit_quality.py --work /tmp/unit-quality --no-hubert
+  python benchmarks/unit_quality.py --smoke   # logmel k=16 on 4 + 2 sentences: checks the script in seconds (the suite)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,6 +86,9 @@ EVAL_SENTENCES = [
     "The swan dive was far short of perfect.",
 ]
 PERTURB = ("noise:20", "noise:10", "speed:0.9", "speed:1.1", "shift:160")
+# --smoke: the logmel row alone at k=16, trained on 4 sentences and evaluated on 2: every CLI step and
+# both tables in seconds (the suite runs it), no number worth quoting.
+SMOKE_TRAIN, SMOKE_EVAL, SMOKE_K = 4, 2, 16
 
 
 def cli(*args: object) -> str:
@@ -172,14 +177,23 @@ def table(rows: dict[str, dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, required=True, help="folder for speech, bundles and reports (reused)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for speech, bundles and reports (reused; required, except with --smoke)")
     parser.add_argument("--no-hubert", action="store_true", help="skip the HuBERT-base-size bundle")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"logmel k={SMOKE_K} alone, {SMOKE_TRAIN} training and {SMOKE_EVAL} evaluation sentences: "
+                             "checks the script in seconds (the suite)")
     args = parser.parse_args()
-    work = args.work
-    train = make_corpus(work / "train", TRAIN_SENTENCES)
-    corpus = make_corpus(work / "eval", EVAL_SENTENCES)
-    configs = [(f"logmel k={k}", f"logmel-{k}", "logmel", None, k) for k in (50, 100, 500)]
-    if not args.no_hubert:
+    if args.work is None and not args.smoke:
+        parser.error("--work is required")
+    work = (args.work or Path(tempfile.mkdtemp(prefix="audiotok-unit-quality-"))) / ("smoke" if args.smoke else "")
+    train_sentences, eval_sentences = (TRAIN_SENTENCES[:SMOKE_TRAIN], EVAL_SENTENCES[:SMOKE_EVAL]) if args.smoke \
+        else (TRAIN_SENTENCES, EVAL_SENTENCES)
+    train = make_corpus(work / "train", train_sentences)
+    corpus = make_corpus(work / "eval", eval_sentences)
+    ks = (SMOKE_K,) if args.smoke else (50, 100, 500)
+    configs = [(f"logmel k={k}", f"logmel-{k}", "logmel", None, k) for k in ks]
+    if not args.no_hubert and not args.smoke:
         configs.append(("HuBERT-base size, random weights, layer 6, k=100", "hubert-random-l6-100",
                         str(random_hubert(work / "hubert-base-random")), 6, 100))
     rows = {}
@@ -188,8 +202,8 @@ def main() -> None:
         rows[label] = evaluate(work, name, fp32, int8, corpus)
         print(f"{label}: done", file=sys.stderr)
     seconds = rows[next(iter(rows))]["fp32"]["seconds"]
-    print(f"{len(EVAL_SENTENCES)} held-out espeak-ng utterances, {seconds:.1f} s; "
-          f"bundles trained on {len(TRAIN_SENTENCES)} others\n")
+    print(f"{len(eval_sentences)} held-out espeak-ng utterances, {seconds:.1f} s; "
+          f"bundles trained on {len(train_sentences)} others\n")
     print(table(rows))
 
 

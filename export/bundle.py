@@ -27,16 +27,16 @@ import torch
 from audiotok import __version__
 from audiotok.models import Encoder, load_encoder
 from audiotok.models.vocabulary_sidecar import RecordedTraining, read_sidecar, sidecar_path
-from audiotok.runtime.audio import file_blocks
+from audiotok.runtime.audio.decode import file_blocks
 from audiotok.runtime.constants import RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
 from audiotok.runtime.corpus.listing import list_corpus
 from audiotok.runtime.errors import AudiotokError, SettingsError
 from audiotok.runtime.formats.staging import atomic_path
 from audiotok.runtime.log import log
-from audiotok.runtime.manifest import PRECISIONS, Manifest
-from audiotok.runtime.preprocess import CHANNEL_MEAN, FEATURE_NORMS, FRAME_RULES, check_choice, parse_channel
-from audiotok.runtime.session import INPUT_NAME, OUTPUT_NAME
-from audiotok.runtime.stream_entry import StreamEntry
+from audiotok.runtime.bundle.manifest import PRECISIONS, Manifest
+from audiotok.runtime.audio.preprocess import CHANNEL_MEAN, FEATURE_NORMS, FRAME_RULES, check_choice, parse_channel
+from audiotok.runtime.bundle.session import INPUT_NAME, OUTPUT_NAME
+from audiotok.runtime.bundle.stream_entry import StreamEntry
 from audiotok.runtime.tokenizer import Tokenizer
 
 from .centroids import Centroids, CentroidsError, load_centroids

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from audiotok.runtime.bundle_centroids import centroids_sha256
+from audiotok.runtime.bundle.centroids import centroids_sha256
 
 from .centroid_limits import COMPRESSED_MAGICS, CentroidsError
 

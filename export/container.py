@@ -4,20 +4,22 @@ Every export stage keeps its large tensors in external-data files inside the exp
 folder (a protobuf cannot hold more than 2 GiB, and keeping weights out of the graph keeps each
 stage's memory near one copy of them). The last step writes the bundle: a plain .onnx when the
 whole model fits in one protobuf (today's layout, what every ONNX tool reads), else the container of
-runtime/bundle_container.py, with the weights streamed from the stage's files into the aligned
+runtime/bundle/container.py, with the weights streamed from the stage's files into the aligned
 weight region, a chunk at a time, so packing holds no copy of them.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx.external_data_helper import load_external_data_for_model
 
-from audiotok.runtime.bundle_container import (ALIGNMENT, HEADER, LAYOUTS, MAX_MODEL_BYTES, VERSION, WEIGHTS_LOCATION,
+from audiotok.runtime.bundle.container import (ALIGNMENT, HEADER, LAYOUTS, MAX_MODEL_BYTES, VERSION, WEIGHTS_LOCATION,
                                                Header, encode_header)
 from audiotok.runtime.errors import SettingsError
 
@@ -48,6 +50,64 @@ def save_stage(model: onnx.ModelProto, target: Path) -> None:
 
 def _entries(tensor: onnx.TensorProto) -> dict[str, str]:
     return {e.key: e.value for e in tensor.external_data}
+
+
+def external_sources(model: onnx.ModelProto, folder: Path) -> dict[str, Source]:
+    """Where the bytes of each external main-graph initializer of ``model`` (saved in ``folder``) are."""
+    return {s.tensor.name: s for s in _sources(model, folder) if s.file is not None}
+
+
+def read_source(source: Source) -> bytes:
+    """One tensor's bytes, read from its stage's data file."""
+    with open(source.file, "rb") as f:
+        f.seek(source.offset)
+        data = f.read(source.length)
+    if len(data) != source.length:
+        raise OSError(f"{source.file}: ended before tensor {source.tensor.name}'s {source.length} bytes")
+    return data
+
+
+Payload = Source | Callable[[], bytes | np.ndarray]  # bytes to copy, or a function that makes them
+
+
+def write_stage(model: onnx.ModelProto, target: Path, payloads: dict[str, Payload]) -> None:
+    """Save ``model`` at ``target`` with each initializer named in ``payloads`` external in ``target``.data.
+
+    Tensors are written one at a time (copied from where they are, or made by their function just
+    before they are written), so a stage that converts its weights holds one tensor, never a model.
+    Offsets are aligned, so onnxruntime maps them instead of reading them into memory.
+    """
+    data = target.with_name(target.name + ".data")
+    with open(data, "wb") as out:
+        for tensor in model.graph.initializer:
+            payload = payloads.get(tensor.name)
+            if payload is None:
+                continue
+            out.write(b"\0" * (_aligned(out.tell()) - out.tell()))
+            offset = out.tell()
+            if isinstance(payload, Source):
+                _copy(payload, out)
+            else:
+                made = payload()
+                out.write(made.tobytes() if isinstance(made, np.ndarray) else made)
+                del made
+            _point_at(tensor, data.name, offset, out.tell() - offset)
+    onnx.save(model, str(target))
+
+
+def copy_stage(source: Path, target: Path) -> None:
+    """Copy the stage at ``source`` (and its weights, streamed) to ``target``."""
+    model = onnx.load(str(source), load_external_data=False)
+    write_stage(model, target, dict(external_sources(model, source.parent)))
+
+
+def _point_at(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:
+    tensor.ClearField("raw_data")
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    tensor.data_location = onnx.TensorProto.EXTERNAL
 
 
 def _sources(model: onnx.ModelProto, folder: Path) -> list[Source]:
@@ -90,12 +150,7 @@ def _move_out(sources: list[Source]) -> list[Source]:
         tensor = source.tensor
         if source.file is None:  # inline bytes: keep them for the copy before clearing the field
             source = Source(onnx.TensorProto(name=tensor.name, raw_data=tensor.raw_data), None, 0, source.length)
-            tensor.ClearField("raw_data")
-        del tensor.external_data[:]
-        for key, value in (("location", WEIGHTS_LOCATION), ("offset", str(offset)), ("length", str(source.length))):
-            entry = tensor.external_data.add()
-            entry.key, entry.value = key, value
-        tensor.data_location = onnx.TensorProto.EXTERNAL
+        _point_at(tensor, WEIGHTS_LOCATION, offset, source.length)
         placed.append(source)
         offset = _aligned(offset + source.length)
     return placed

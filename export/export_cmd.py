@@ -41,8 +41,8 @@ from audiotok.runtime.commands.options import add_provider_argument
 from audiotok.models.vocabulary_sidecar import sidecar_path
 from audiotok.runtime.formats.collisions import Place, check_apart, input_places
 from audiotok.runtime.formats.staging import check_target
-from audiotok.runtime.manifest import PRECISIONS
-from audiotok.runtime.preprocess import FEATURE_NORMS
+from audiotok.runtime.bundle.manifest import PRECISIONS
+from audiotok.runtime.audio.preprocess import FEATURE_NORMS
 
 from .bundle import DEFAULT_MIN_AGREEMENT, ExportConfig, export_bundle
 from .container import LAYOUT_CHOICES

@@ -13,12 +13,15 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
+import numpy as np
 import onnx
 
 from .centroids import distance_nodes
-from .container import save_stage
+from .container import Source, external_sources, read_source, write_stage
 
 # Ops whose fp16 versions lose range or precision that matters here, on top of onnxruntime's list.
 # Normalizations over long inputs accumulate sums of squares that overflow fp16's 65504.
@@ -73,27 +76,63 @@ def _drop_round_trips(model: onnx.ModelProto, fp32_nodes: set[str]) -> None:
         model.graph.value_info.remove(info)
 
 
+@contextlib.contextmanager
+def _weightless_converter() -> Iterator[None]:
+    """onnxruntime's converter, made to work on a graph whose weights stay in their file.
+
+    The converter flips the type of each initializer it converts and rewrites the bytes it holds;
+    an external tensor holds none, so only its type changes (its bytes are converted afterwards,
+    one tensor at a time). Its one read of a tensor's values, for a shape, is served by the dims.
+    """
+    from onnxruntime.transformers import float16
+
+    def value_info(tensor: onnx.TensorProto) -> onnx.ValueInfoProto:
+        return onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with mock.patch.object(float16, "make_value_info_from_tensor", value_info), \
+                contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _halved(source: Source):
+    """The fp16 bytes of an fp32 tensor, exactly as onnxruntime's converter rounds and clamps them."""
+    from onnxruntime.transformers.float16 import convert_np_to_float16
+
+    return lambda: convert_np_to_float16(np.frombuffer(read_source(source), dtype=np.float32))
+
+
 def to_fp16(source: Path, target: Path) -> list[str]:
-    """Write the fp16 version of the fp32 graph at ``source``; returns the nodes kept in fp32."""
+    """Write the fp16 version of the fp32 graph at ``source``; returns the nodes kept in fp32.
+
+    The graph is converted without its weights; then each weight is converted (or copied, where it
+    stays fp32) from ``source``'s data file into ``target``'s, one tensor at a time: the peak is one
+    tensor, not two models.
+    """
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     # Shapes inferred on the file (in-memory inference refuses models past 2 GB); its weights stay beside it.
     inferred = source.with_name(source.stem + "-shapes.onnx")
     onnx.shape_inference.infer_shapes_path(str(source), str(inferred))
-    model = onnx.load(str(inferred))
+    model = onnx.load(str(inferred), load_external_data=False)
     inferred.unlink()
+    sources = external_sources(model, source.parent)
+    was_float = {name for name, s in sources.items() if s.tensor.data_type == onnx.TensorProto.FLOAT}
     keep = sorted(distance_nodes(model).values())
-    logger = logging.getLogger()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep,
-                                            op_block_list=DEFAULT_OP_BLOCK_LIST + KEEP_FP32_OPS,
-                                            disable_shape_infer=True)
-    finally:
-        logger.setLevel(level)
-    del model
+    with _weightless_converter():
+        half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep,
+                                        op_block_list=DEFAULT_OP_BLOCK_LIST + KEEP_FP32_OPS,
+                                        disable_shape_infer=True)
     _drop_round_trips(half, set(keep))
-    save_stage(half, target)
+    payloads = {}
+    for tensor in half.graph.initializer:
+        if tensor.name in sources:
+            converted = tensor.name in was_float and tensor.data_type == onnx.TensorProto.FLOAT16
+            payloads[tensor.name] = _halved(sources[tensor.name]) if converted else sources[tensor.name]
+    write_stage(half, target, payloads)
     return keep

@@ -10,10 +10,10 @@ import torch
 from onnx import numpy_helper
 
 from audiotok.runtime.constants import MANIFEST_KEY, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
-from audiotok.runtime.manifest import Manifest
-from audiotok.runtime.session import INPUT_NAME, OUTPUT_NAME
-from audiotok.runtime.stream_entry import (CACHE, CNN_STATS, ON, SKIP, STATS_ROWS, STREAM_INPUTS, STREAM_OUTPUTS,
-                                           WAVE_STATS, StreamEntry)
+from audiotok.runtime.bundle.manifest import Manifest
+from audiotok.runtime.bundle.session import INPUT_NAME, OUTPUT_NAME
+from audiotok.runtime.bundle.stream_entry import (CACHE, CNN_STATS, ON, SKIP, STATS_ROWS, STREAM_INPUTS,
+                                                  STREAM_OUTPUTS, WAVE_STATS, StreamEntry)
 
 from .container import write_bundle
 from .graph import UnitGraph
@@ -39,7 +39,7 @@ def _stream_examples(entry: StreamEntry) -> tuple[torch.Tensor, ...]:
 def export_graph(graph: UnitGraph | StreamableGraph, path: Path) -> None:
     """Write ``graph`` as ONNX: input ``waveform`` [batch, samples] f32, output ``units`` [batch, frames] i64
     (and ``features`` when the graph returns them; and the stream entry's inputs and outputs, named as in
-    runtime/stream_entry.py, for a :class:`StreamableGraph`)."""
+    runtime/bundle/stream_entry.py, for a :class:`StreamableGraph`)."""
     graph.eval()
     example = torch.zeros(1, TRACE_SAMPLES).uniform_(-0.5, 0.5, generator=torch.Generator().manual_seed(0))
     shapes = {"waveform": {0: torch.export.Dim("batch", max=1024),

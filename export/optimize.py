@@ -26,7 +26,7 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
-from audiotok.runtime.session import session_options
+from audiotok.runtime.bundle.session import session_options
 
 from .container import EXTERNAL_MIN_BYTES, save_stage
 from .quiet import quiet

@@ -25,7 +25,7 @@ import torch
 
 from audiotok.models import Encoder
 from audiotok.runtime.errors import SettingsError
-from audiotok.runtime.session import INPUT_NAME, OUTPUT_NAME, resolve_providers, session_options
+from audiotok.runtime.bundle.session import INPUT_NAME, OUTPUT_NAME, resolve_providers, session_options
 
 from .graph import L2_EPS, NearestCentroid
 

@@ -36,11 +36,12 @@ import numpy as np
 import onnx
 
 from audiotok.runtime.errors import SettingsError
-from audiotok.runtime.session import INPUT_NAME
+from audiotok.runtime.bundle.session import INPUT_NAME
 
 from .centroids import distance_nodes
-from .container import save_stage
-from .quiet import quiet
+from .container import copy_stage, external_sources, write_stage
+from .linear_int8 import quantize_linear
+from .static_int8 import quantize_static_groups
 
 GROUP_TOLERANCE = 0.01  # a group may cost at most 1% of frames (about 3x the noise of 30 s of audio)
 LINEAR_INPUT_OPS = {"LayerNormalization", "SkipLayerNormalization", "Gelu", "BiasGelu", "FastGelu", "Reshape",
@@ -104,26 +105,22 @@ class _Clips:
 
 
 def build_int8(source: Path, target: Path, nodes: dict[str, list[str]], calibration: list[np.ndarray]) -> None:
-    """Quantize ``nodes`` (group -> names) of the fp32 graph at ``source`` into ``target``."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    """Quantize ``nodes`` (group -> names) of the fp32 graph at ``source`` into ``target``.
 
-    common = {"DefaultTensorType": onnx.TensorProto.FLOAT}  # fused contrib ops have no ONNX type inference
+    The graph is edited without its weights and each weight is quantized (or copied) into
+    ``target``'s data file one tensor at a time, so the peak is one tensor, not a model: the static
+    groups through onnxruntime's quantizer on a graph that holds only their own weights (calibrated
+    on the part of the graph that computes them), the projections here, as onnxruntime's dynamic
+    quantizer writes them (linear_int8.py).
+    """
+    model = onnx.load(str(source), load_external_data=False)
+    sources = external_sources(model, source.parent)
     static = [n for g in OPTIONAL_GROUPS for n in nodes.get(g, [])]
-    # "" is the root logger, which onnxruntime's quantizer logs through.
-    with tempfile.TemporaryDirectory(prefix="audiotok-int8-") as tmp, quiet(""):
-        stage = source
+    with tempfile.TemporaryDirectory(prefix="audiotok-int8-", dir=source.parent) as tmp:
         if static:
-            stage = Path(tmp) / "static.onnx"
-            quantize_static(str(source), str(stage), _Clips(calibration), quant_format=QuantFormat.QDQ,
-                            nodes_to_quantize=static, per_channel=True, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                            extra_options=common, use_external_data_format=True)
-        if not nodes.get("linear"):  # an empty list would mean "every node" to quantize_dynamic
-            save_stage(onnx.load(str(stage)), target)
-            return
-        quantize_dynamic(str(stage), str(target), nodes_to_quantize=nodes["linear"], per_channel=True,
-                         weight_type=QuantType.QInt8, extra_options={**common, "MatMulConstBOnly": True},
-                         use_external_data_format=True)
+            model = quantize_static_groups(source, model, sources, static, _Clips(calibration), Path(tmp))
+        payloads = quantize_linear(model, sources, nodes.get("linear", []))
+        write_stage(model, target, payloads)
 
 
 def quantize_int8(source: Path, target: Path, calibration: list[np.ndarray], calibration_audio: str,
@@ -151,6 +148,6 @@ def quantize_int8(source: Path, target: Path, calibration: list[np.ndarray], cal
                 chosen[group], score, best = groups[group], trial_score, trial
             else:
                 kept_fp32[group] = trial_score
-        save_stage(onnx.load(str(best)), target)
+        copy_stage(best, target)
     return Int8Report(quantized={g: SCHEMES[g] for g, names in chosen.items() if names}, kept_fp32=kept_fp32,
                       nodes={g: len(n) for g, n in groups.items()}, calibration=calibration_audio)

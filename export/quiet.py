@@ -15,7 +15,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 
-from audiotok.runtime.native_stderr import captured_stderr
+from audiotok.runtime.process.native_stderr import captured_stderr
 
 
 @contextlib.contextmanager

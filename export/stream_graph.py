@@ -7,7 +7,7 @@ transformer layers) runs on a window of frames. A stream computes each frame's f
 it, and runs the back on cached frames followed by the new ones (runtime/stream_cache.py).
 
 :class:`StreamableGraph` computes ``back(concat(stream_cache, front(waveform)))``. Its stream inputs
-have defaults (runtime/stream_entry.py names them) that give the offline graph exactly: an empty
+have defaults (runtime/bundle/stream_entry.py names them) that give the offline graph exactly: an empty
 cache (a concatenation with nothing is a copy) and ``stream_on`` false, which selects (an ``If``: an
 exact selection) the input's own statistics as the offline graph computes them. With ``stream_on``
 true, statistics the offline graph takes over its whole input are running totals (count, sum, sum
@@ -31,7 +31,7 @@ from audiotok.models.base import utterance_normalize
 from audiotok.models.huggingface import HuggingFaceEncoder
 from audiotok.models.logmel import LogMelEncoder
 from audiotok.runtime.constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES
-from audiotok.runtime.stream_entry import StreamEntry
+from audiotok.runtime.bundle.stream_entry import StreamEntry
 
 from .graph import UnitGraph
 

@@ -27,14 +27,14 @@ import torch
 from audiotok.models import BUILTIN, load_encoder
 from audiotok.models.features import FeatureExtractor
 from audiotok.runtime.commands.numbers import number, threads
-from audiotok.runtime.audio import file_blocks
-from audiotok.runtime.bundle_centroids import centroids_sha256, extract_centroids
+from audiotok.runtime.audio.decode import file_blocks
+from audiotok.runtime.bundle.centroids import centroids_sha256, extract_centroids
 from audiotok.runtime.commands.options import add_provider_argument
 from audiotok.runtime.constants import FRAME_SECONDS
 from audiotok.runtime.corpus.listing import list_corpus
 from audiotok.runtime.errors import AudiotokError, SettingsError
-from audiotok.runtime.manifest import Manifest
-from audiotok.runtime.preprocess import prepared_blocks
+from audiotok.runtime.bundle.manifest import Manifest
+from audiotok.runtime.audio.preprocess import prepared_blocks
 from audiotok.runtime.tokenizer import Tokenizer
 from audiotok.runtime.windowing import DEFAULT_MAX_PASS_SECONDS, OFFLINE_POLICY, max_pass_seconds, one_pass_samples
 
@@ -111,7 +111,7 @@ def fitting_pass_seconds(encoder) -> float:
     A pass needs memory linear in its length for the CNN's activations (PASS_BYTES_PER_SECOND at
     a 512-channel CNN, scaled by the checkpoint's widest CNN layer) plus the attention scores,
     ``heads x frames^2`` float32 values of which ATTENTION_COPIES are alive at the peak: measured on
-    a HuBERT-base-size checkpoint with benchmarks/pass_memory.py (README: Exact units and memory),
+    a HuBERT-base-size checkpoint with benchmarks/pass_memory.py (docs/long-inputs-and-exact-units.md),
     rounded up. Encoders without attention (logmel) need memory linear in the length: up to an hour.
     """
     config = getattr(getattr(encoder, "model", None), "config", None)

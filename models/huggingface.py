@@ -25,8 +25,8 @@ from torch import nn
 from audiotok.runtime.constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
 from audiotok.runtime.errors import AudiotokError, SettingsError
 from audiotok.runtime.log import log
-from audiotok.runtime.manifest import MAX_DIM, MAX_LAYER
-from audiotok.runtime.native_stderr import captured_stderr
+from audiotok.runtime.bundle.manifest import MAX_DIM, MAX_LAYER
+from audiotok.runtime.process.native_stderr import captured_stderr
 
 from .base import Encoder, EncoderSpec, utterance_normalize
 

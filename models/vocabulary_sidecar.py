@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from audiotok import __version__
-from audiotok.runtime.bundle_centroids import centroids_sha256
+from audiotok.runtime.bundle.centroids import centroids_sha256
 from audiotok.runtime.errors import AudiotokError
 from audiotok.runtime.formats.file_set import FileSet
-from audiotok.runtime.json_rules import (Integer, JsonObject, JsonRuleError, Nullable, Number, Rule, Text, TextList,
+from audiotok.runtime.bundle.json_rules import (Integer, JsonObject, JsonRuleError, Nullable, Number, Rule, Text, TextList,
                                          load_bounded_json)
-from audiotok.runtime.manifest import FIELD_RULES as MANIFEST_RULES
-from audiotok.runtime.manifest import MAX_DIM, MAX_K, MAX_LAYER
+from audiotok.runtime.bundle.manifest import FIELD_RULES as MANIFEST_RULES
+from audiotok.runtime.bundle.manifest import MAX_DIM, MAX_K, MAX_LAYER
 
 from .base import EncoderSpec
 

@@ -33,10 +33,10 @@ from numbers import Real
 
 import numpy as np
 
-from .audio import Resampler, check_finite, check_sample_rate, to_mono_float32
+from .audio.decode import Resampler, check_finite, check_sample_rate, to_mono_float32
 from .constants import FRAME_MS, FRAME_SECONDS, HOP_SAMPLES, SAMPLE_RATE, frame_count
 from .errors import SettingsError
-from .preprocess import CHANNEL_MEAN, padded_length, parse_channel
+from .audio.preprocess import CHANNEL_MEAN, padded_length, parse_channel
 from .stream_cache import CachedEncoder
 from .windowing import UnitsFn, Windower, WindowPolicy
 

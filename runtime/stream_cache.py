@@ -17,8 +17,8 @@ import numpy as np
 
 from .constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, samples_for_frames
 from .errors import BundleError
-from .session import INPUT_NAME, OUTPUT_NAME
-from .stream_entry import (CACHE, CNN_STATS, CNN_STATS_OUT, FRAMES, ON, SKIP, STATS_ROWS, STREAM_INPUTS, STREAM_OUTPUTS,
+from .bundle.session import INPUT_NAME, OUTPUT_NAME
+from .bundle.stream_entry import (CACHE, CNN_STATS, CNN_STATS_OUT, FRAMES, ON, SKIP, STATS_ROWS, STREAM_INPUTS, STREAM_OUTPUTS,
                            WAVE_STATS, WAVE_STATS_OUT, StreamEntry)
 from .windowing import Window
 

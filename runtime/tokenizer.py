@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import array_blocks, file_blocks
+from .audio.decode import array_blocks, file_blocks
 from .constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE, frame_count
 from .errors import AudioError, BundleError, SettingsError
-from .interrupt import stoppable
-from .memory_limit import memory_message
-from .native_stderr import Captured, captured_stderr, library_message
-from .preprocess import Preprocess, prepared_blocks
-from .session import INPUT_NAME, OUTPUT_NAME, open_session
+from .process.interrupt import stoppable
+from .process.memory_limit import memory_message
+from .process.native_stderr import Captured, captured_stderr, library_message
+from .audio.preprocess import Preprocess, prepared_blocks
+from .bundle.session import INPUT_NAME, OUTPUT_NAME, open_session
 from .stream import Stream, StreamSettings, default_lengths
 from .stream_cache import CachedEncoder, check_stream_signature
 from .stream_target import CACHED_LADDER, Prediction, calibrate, calibrate_cached, choose, latency_target

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from torch_zygote import TORCH_COMMANDS, Zygote
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
@@ -27,8 +28,18 @@ SENTENCES = [
 ]
 
 
+_ZYGOTE = Zygote()
+
+
 def run_cli(*args: str, env: dict | None = None, input: bytes | None = None, cwd=None) -> subprocess.CompletedProcess:
-    """Run ``python -m audiotok ARGS`` and capture its output as text (stdout) and text (stderr)."""
+    """Run ``python -m audiotok ARGS`` and capture its output as text (stdout) and text (stderr).
+
+    train, export and verify fork from a process with torch already imported (tests/torch_zygote.py),
+    unless the test changes the environment (which may change what an import does) or asks for Ray.
+    """
+    argv = list(map(str, args))
+    if argv and argv[0] in TORCH_COMMANDS and env is None and "--engine" not in argv:
+        return _ZYGOTE.run(argv, input=input, cwd=cwd, timeout=600)
     return subprocess.run([sys.executable, "-m", "audiotok", *map(str, args)], capture_output=True,
                           env={**os.environ, **(env or {})}, input=input, cwd=cwd, timeout=600)
 
@@ -84,7 +95,7 @@ def aligned_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def speech_16k(speech_dir) -> np.ndarray:
     """All the generated speech, concatenated, resampled to 16 kHz float32."""
-    from audiotok.runtime.audio import file_blocks
+    from audiotok.runtime.audio.decode import file_blocks
 
     return np.concatenate([b for p in sorted(speech_dir.glob("*.wav")) for b in file_blocks(p)])
 
@@ -151,9 +162,9 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = 16_000) -> Path:
 # past 2 GB, Ray clusters), measured with --durations on 2 cores. `--dist loadfile` hands modules out
 # in collection order, so these go first: a long module started last would leave one worker alone at
 # the end while the other waits.
-SLOW_FIRST = ("test_arm64.py", "test_large_bundle.py", "test_parity_matrix.py", "test_compute.py",  # the first
+SLOW_FIRST = ("test_arm64.py", "test_large_bundle.py", "test_parity_matrix.py", "test_cost.py",  # the first
               # two go to the two workers, the next two follow them (xdist hands each worker two modules at first)
-              "test_precision.py", "test_stream_agreement.py", "test_ray_node_lost.py", "test_benchmarks_smoke.py",
+              "test_precision.py", "test_stream_agreement.py", "test_ray_node_lost.py", "test_benchmarks_smoke.py", "test_benchmarks_stream_smoke.py",
               "test_fuzz_bundles.py", "test_fuzz_audio.py", "test_parity.py", "test_stream.py")
 
 

@@ -37,7 +37,7 @@ from conftest import run_cli
 DRIVER = Path(__file__).with_name("arm64_driver.py")
 FP32 = ("logmel-fp32", "hubert-fp32", "wav2vec2-fp32")
 INT8 = {"hubert-int8": "hubert-fp32", "wav2vec2-int8": "wav2vec2-fp32"}
-# README ("What CI verifies on ARM64") measures 100% on both CPUs and argues why: NEON and VNNI both
+# docs/raspberry-pi.md ("What CI verifies on ARM64") measures 100% on both CPUs and argues why: NEON and VNNI both
 # accumulate 8-bit products exactly in int32, so only the fp32 around them may differ; a frame moved
 # is a finding, not noise.
 INT8_FLOOR_VS_X86 = 1.0

@@ -30,8 +30,8 @@ from onnx import TensorProto, numpy_helper
 
 from audiotok.runtime.constants import MANIFEST_KEY
 from audiotok.runtime.errors import SettingsError
-from audiotok.runtime.manifest import Manifest
-from audiotok.runtime.session import thread_limit
+from audiotok.runtime.bundle.manifest import Manifest
+from audiotok.runtime.bundle.session import thread_limit
 from audiotok.runtime.tokenizer import Tokenizer
 
 VALID = dict(encoder="logmel", encoder_type="logmel", layer=0, k=16, dim=80, normalization="none", precision="fp32",
@@ -157,7 +157,7 @@ def test_an_expand_to_gigabytes_is_stopped_by_the_memory_limit(tmp_path, wav):
     bundle = unit_bundle(tmp_path / "inflate.onnx", expand_to(2048), "big")
     assert bundle.stat().st_size < 2048
     result = run_cli("tokenize", bundle, wav)
-    # README's rule: 1 GiB + 4 x the bundle (1 KB: 1 MiB) + 256 bytes per squared frame of a 30 s window
+    # docs/errors.md's rule: 1 GiB + 4 x the bundle (1 KB: 1 MiB) + 256 bytes per squared frame of a 30 s window
     limit = 1024 + 4 * 1 + -(-256 * 1500 * 1500 // 2**20)
     error_line(result, str(bundle), "Expand node 'inflate' asked for 2,048 MiB at run time",
                f"memory limit of {limit:,} MiB", "AUDIOTOK_MAX_MEMORY_MB")
@@ -303,7 +303,7 @@ def odd_names(tmp_path, wav) -> tuple[Path, list[bytes]]:
 
 
 def _names_back(text: str, folder: Path) -> list[bytes]:
-    """Each record's path as bytes, the way README says to read it back."""
+    """Each record's path as bytes, the way docs/errors.md says to read it back."""
     return sorted(os.path.basename(os.fsencode(json.loads(line)["path"])) for line in text.splitlines())
 
 

@@ -1,6 +1,6 @@
 """Bundles from strangers: seeded mutations of a valid bundle (its manifest, its bytes, its graph's
-output). Each case knows its one right outcome: an oracle written here (``ACCEPTS``, from README's
-bundle section) says whether a manifest value is valid; a valid bundle must tokenize to the
+output). Each case knows its one right outcome: an oracle written here (``ACCEPTS``, from docs/bundle.md
+and docs/errors.md) says whether a manifest value is valid; a valid bundle must tokenize to the
 unmutated bundle's units, an invalid one must be refused with exactly one `audiotok: error:` line
 naming the bundle and the field, within a time limit, never a traceback. Most cases run in this process (seconds for hundreds); a few through real
 subprocesses check the same of the installed command."""
@@ -42,8 +42,8 @@ SOMETIMES_BAD = ["null", "false", '"7"', "1.5", "-1", "0", "2", "4294967296", "[
 COMMANDS = ("tokenize", "info", "stream", "centroids", "plot", "verify")
 
 
-# --- the oracle: what each manifest field accepts, written here from README's bundle section, not read
-# from runtime/manifest.py, so that deleting or loosening a rule there fails these cases ----------------
+# --- the oracle: what each manifest field accepts, written here from docs/bundle.md and docs/errors.md, not read
+# from runtime/bundle/manifest.py, so that deleting or loosening a rule there fails these cases ----------------
 
 def _integer(low: int, high: int):
     return lambda v: type(v) is int and low <= v <= high  # JSON true is not 1
@@ -310,9 +310,22 @@ def _outcome(capsys, command: list, bundle) -> tuple[int, str]:
     return code, out if line is None else line
 
 
+def _cut_refusal(data: bytes) -> str:
+    """What refusing a bundle cut to ``data`` must say. protobuf serialises a model's fields in order
+    (graph, opset, then the manifest in metadata_props): a cut inside a field leaves bytes protobuf
+    cannot parse, a cut before the opset ends leaves no graph or no opset; only a cut exactly at the
+    manifest's start leaves a whole ONNX model without a manifest."""
+    try:
+        model = onnx.load_from_string(bytes(data))
+        whole = model.HasField("graph") and len(model.opset_import) > 0
+    except Exception:  # noqa: BLE001 -- protobuf's DecodeError, or onnx's own
+        whole = False
+    return "an ONNX model, but not an audiotok bundle" if whole else "not a valid ONNX model, or a truncated one"
+
+
 @pytest.mark.parametrize("case", _byte_cases(), ids=lambda c: c[0])
 def test_bundle_bytes(logmel_bundle, base, tmp_path, capsys, case):
-    """A cut bundle is refused. A flipped byte may land in a weight (a valid graph with other numbers),
+    """A cut bundle is refused, saying why. A flipped byte may land in a weight (a valid graph with other numbers),
     in a name or a length (a graph onnx cannot read), or in the manifest: which one depends on where
     protobuf put each field, so the right answer is not known here; the test asserts the answer is the
     same both times the same bytes are read, units included."""
@@ -331,6 +344,7 @@ def test_bundle_bytes(logmel_bundle, base, tmp_path, capsys, case):
     first = _outcome(capsys, command, bundle)
     if mode == "cut":
         assert first[0] != 0, f"a bundle cut to {len(data)} bytes was read"
+        assert first[1].startswith(f"audiotok: error: {bundle}: {_cut_refusal(data)}"), first[1]
         return
     assert _outcome(capsys, command, bundle) == first
 

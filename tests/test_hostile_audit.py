@@ -20,7 +20,7 @@ from hostile_bundles import run_in_process, unit_graph
 
 from audiotok.runtime.formats.file_set import FileSet
 from audiotok.runtime.formats.staging import OutputError
-from audiotok.runtime.manifest import Manifest
+from audiotok.runtime.bundle.manifest import Manifest
 from audiotok.runtime.tokenizer import Tokenizer
 
 VALID = dict(encoder="logmel", encoder_type="logmel", layer=0, k=16, dim=80, normalization="none", precision="fp32",

@@ -90,29 +90,42 @@ def test_packages_import_only_in_the_allowed_directions(layer):
     assert wrong == []
 
 
-# The runtime's rooms (docs/architecture.md): the core sits flat in runtime/ and imports no room, so the
-# tokenizer and stream never drag in engines, formats or commands; commands may use everything.
+# The runtime's rooms (docs/architecture.md), by stage. At the bottom, three leaf modules at the top
+# level ("base": constants, errors, log) that every room may use; then process-level helpers, audio in,
+# the bundle, and the top level (tokenizer, stream, windowing, cost, ...) that uses them all. Audio and
+# bundle never import the top level, so decoding or opening a bundle never drags in the tokenizer or a
+# stream. The work rooms use that core ("core" below) and never it them; commands may use everything.
+BASE = {"constants", "errors", "log"}
+CORE = {"base", "process", "audio", "bundle", "top"}
 ROOMS = {
-    "core": {"core"},
-    "corpus": {"core", "corpus"},
-    "formats": {"core", "formats"},
-    "evaluation": {"core", "corpus", "evaluation"},
-    "plotting": {"core", "formats", "plotting"},
-    "commands": {"core", "corpus", "formats", "evaluation", "plotting", "commands"},
+    "base": {"base"},
+    "process": {"base", "process"},
+    "audio": {"base", "process", "audio"},
+    "bundle": {"base", "process", "audio", "bundle"},
+    "top": CORE,
+    "corpus": CORE | {"corpus"},
+    "formats": CORE | {"formats"},
+    "evaluation": CORE | {"corpus", "evaluation"},
+    "plotting": CORE | {"formats", "plotting"},
+    "commands": CORE | {"corpus", "formats", "evaluation", "plotting", "commands"},
 }
+FOLDERS = set(ROOMS) - {"base", "top"}
 
 
 def _room(module: str) -> str | None:
-    """``audiotok.runtime.formats.lines`` -> ``formats``; a flat runtime module -> ``core``."""
+    """``audiotok.runtime.formats.lines`` -> ``formats``; ``audiotok.runtime.errors`` -> ``base``; another
+    module directly in runtime/ (or the package itself) -> ``top``; outside the runtime -> None."""
     parts = module.split(".")
     if parts[:2] != ["audiotok", "runtime"]:
         return None
-    return parts[2] if len(parts) > 2 and parts[2] in ROOMS else "core"
+    if len(parts) > 3 or (len(parts) == 3 and parts[2] in FOLDERS):
+        return parts[2]
+    return "base" if len(parts) == 3 and parts[2] in BASE else "top"
 
 
 def test_every_runtime_folder_is_a_known_room():
     folders = {p.name for p in (REPO / "runtime").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    assert folders == set(ROOMS) - {"core"}
+    assert folders == FOLDERS
 
 
 def test_runtime_rooms_import_only_in_the_allowed_directions():
@@ -122,8 +135,20 @@ def test_runtime_rooms_import_only_in_the_allowed_directions():
 
 
 def test_the_room_check_sees_a_wrong_direction():
-    assert _room("audiotok.runtime.tokenizer") == "core" and _room("audiotok.runtime.formats.lines") == "formats"
-    assert "commands" not in ROOMS["core"] and _room("audiotok.export.bundle") is None
+    assert _room("audiotok.runtime.tokenizer") == "top" and _room("audiotok.runtime.formats.lines") == "formats"
+    assert _room("audiotok.runtime.audio.decode") == "audio" and _room("audiotok.runtime.bundle.session") == "bundle"
+    assert _room("audiotok.runtime.errors") == "base" and _room("audiotok.runtime") == "top"
+    assert "top" not in ROOMS["audio"] | ROOMS["bundle"] and "bundle" not in ROOMS["audio"]
+    assert "commands" not in ROOMS["top"] and _room("audiotok.export.bundle") is None
+
+
+# A flat runtime/ is what the rooms replaced: at most this many modules sit directly in it.
+MAX_TOP_LEVEL_MODULES = 12
+
+
+def test_runtime_keeps_few_modules_at_the_top():
+    top = sorted(p.name for p in (REPO / "runtime").glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, f"{len(top)} modules directly in runtime/: {top}"
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from audiotok.runtime.bundle_centroids import CENTROID_INITIALIZER
+from audiotok.runtime.bundle.centroids import CENTROID_INITIALIZER
 from conftest import run_cli
 
 

@@ -10,7 +10,7 @@ import pytest
 from sklearn.cluster import MiniBatchKMeans
 
 from audiotok.models import load_encoder
-from audiotok.runtime.audio import file_blocks
+from audiotok.runtime.audio.decode import file_blocks
 from audiotok.runtime.tokenizer import Tokenizer
 from audiotok.models.features import FeatureExtractor
 from conftest import run_cli

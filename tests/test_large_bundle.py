@@ -4,7 +4,7 @@ and a SeamlessM4T-size vocabulary (10,000 centroids of width 1280) exports, toke
 The 2 GB model has XLS-R 1B's layout (layer-norm CNN, stable layer norm) but three very wide layers
 (hidden 4096, feed-forward 16384: 2.4 GB in float32), so that it crosses the limit with little
 arithmetic per frame; its audio is short for the same reason. benchmarks/large_bundle.py runs the
-real XLS-R 1B shape (README has its figures).
+real XLS-R 1B shape (docs/bundle.md has its figures).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from conftest import TINY, run_cli
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-from audiotok.runtime.bundle_container import check_container
+from audiotok.runtime.bundle.container import check_container
 from audiotok.runtime.constants import SAMPLE_RATE, frame_count, samples_for_frames
 
 WIDE = dict(hidden_size=4096, num_hidden_layers=3, num_attention_heads=16, intermediate_size=16384,

@@ -111,7 +111,7 @@ def test_train_interrupted_before_its_sidecar_keeps_the_previous_set(run_folder,
 
 
 def test_train_records_the_centroids_hash_in_its_sidecar(trained):
-    from audiotok.runtime.bundle_centroids import centroids_sha256
+    from audiotok.runtime.bundle.centroids import centroids_sha256
 
     sidecar = json.loads((trained / "km.json").read_text())
     assert sidecar["centroids_sha256"] == centroids_sha256(np.load(trained / "km.npy"))

@@ -21,7 +21,7 @@ import pytest
 from conftest import error_line, write_wav
 from hostile_bundles import run_in_process, unit_graph
 
-from audiotok.runtime.manifest import Manifest
+from audiotok.runtime.bundle.manifest import Manifest
 
 VALID = dict(encoder="logmel", encoder_type="logmel", layer=0, k=16, dim=80, normalization="none", precision="fp32",
              opset=18, centroids_sha256="ab" * 32, audiotok_version="0.1.0")

@@ -29,10 +29,10 @@ from transformers import AutoModel, Wav2Vec2FeatureExtractor
 from audiotok.export.bundle import ExportConfig, export_bundle
 from audiotok.export.onnx_graph import FEATURES_NAME
 from audiotok.runtime import Tokenizer
-from audiotok.runtime.audio import file_blocks
+from audiotok.runtime.audio.decode import file_blocks
 from audiotok.runtime.commands.dispatcher import main as audiotok_main
 from audiotok.runtime.constants import frame_count
-from audiotok.runtime.session import INPUT_NAME, OUTPUT_NAME
+from audiotok.runtime.bundle.session import INPUT_NAME, OUTPUT_NAME
 
 RATE = 16_000
 HIDDEN_RTOL = 1e-4  # per frame ||h_bundle - h_transformers|| / ||h_transformers||; fp32 measures ~1e-6

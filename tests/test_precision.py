@@ -12,13 +12,13 @@ import onnxruntime as ort
 import pytest
 from conftest import run_cli, write_wav
 
-from audiotok.runtime.audio import file_blocks
+from audiotok.runtime.audio.decode import file_blocks
 from audiotok.runtime.constants import frame_count
 from audiotok.runtime.tokenizer import Tokenizer
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_FLOOR = {"fp32": 0.999, "fp16": 0.98, "int8": 0.95}  # as documented in `audiotok export --help`
-# Units against transformers' float32 hidden_states[L] + numpy argmin, computed in the test: README's
+# Units against transformers' float32 hidden_states[L] + numpy argmin, computed in the test: docs/precision-and-speed.md's
 # precision table gives the floors every export must meet (default --min-agreement), fp32 is exact.
 # Measured on this tiny HuBERT (600 frames): fp32 1.0000, fp16 0.9983, int8 0.9867.
 ORACLE_FLOOR = {"fp32": 1.0, "fp16": 0.98, "int8": 0.95}
@@ -128,10 +128,10 @@ def test_fp32_is_exact_and_int8_reports_what_it_quantized(bundles):
 
 
 def test_variants_are_smaller_and_keep_centroid_distances_fp32(bundles, tiny_units):
-    from audiotok.runtime.bundle_centroids import extract_centroids
+    from audiotok.runtime.bundle.centroids import extract_centroids
 
     sizes = {p: bundles[p].stat().st_size for p in PRECISIONS}
-    # README: fp16 is "half the size", int8 at most 35% of fp32 (31.8% measured on HuBERT-base, where
+    # docs/precision-and-speed.md: fp16 is "half the size", int8 at most 35% of fp32 (31.8% measured on HuBERT-base, where
     # the transformer's weights are nearly all of the file). In this 32-dim model the parts every
     # precision keeps float32 (centroids, the int8 CNN, the graph itself) weigh as much as the weights:
     # measured fp16 0.555 and int8 0.640 of fp32; the bounds sit about two points around that.

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiotok.runtime.audio import file_blocks
+from audiotok.runtime.audio.decode import file_blocks
 from audiotok.runtime.constants import frame_count
-from audiotok.runtime.preprocess import Preprocess, padded_length, prepared_blocks, trim_bounds
+from audiotok.runtime.audio.preprocess import Preprocess, padded_length, prepared_blocks, trim_bounds
 from audiotok.runtime.stream import Stream, StreamSettings
 from audiotok.runtime.windowing import OFFLINE_POLICY, Windower
 from audiotok.train.faiss_kmeans import default_niter

@@ -1,7 +1,7 @@
 """A node lost mid-run: a two-node Ray cluster on this machine, one node SIGKILLed while tokenize runs.
 
 Ray Data restarts the lost actor on the surviving node and re-runs the blocks it held, so the run
-completes with every file exactly once, as README promises. The kill waits on an observable state
+completes with every file exactly once, as docs/errors.md promises. The kill waits on an observable state
 (an actor process on the worker node), not on timing; a failed job fails the test.
 """
 
@@ -83,7 +83,7 @@ def actor_on(node, timeout_s: float, run: subprocess.Popen) -> int:
 
 
 def test_a_node_killed_mid_run_loses_no_file_and_repeats_none(two_nodes, logmel_bundle, speech_16k, tmp_path):
-    """README: after a lost node every file is recorded exactly once. The worker node is killed while
+    """docs/errors.md: after a lost node every file is recorded exactly once. The worker node is killed while
     the run is under way and an actor on it holds work (it is placed there to take blocks); the run
     must still succeed, with each file once."""
     cluster, worker = two_nodes

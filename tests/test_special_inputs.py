@@ -19,9 +19,9 @@ import soundfile as sf
 from conftest import error_line, write_wav
 
 from audiotok.runtime import Tokenizer
-from audiotok.runtime.audio import file_blocks
+from audiotok.runtime.audio.decode import file_blocks
 from audiotok.runtime.errors import AudioError, BundleError
-from audiotok.runtime.native_stderr import captured_stderr, clean_lines
+from audiotok.runtime.process.native_stderr import captured_stderr, clean_lines
 
 LIMIT_S = 60  # a hang is a failure, not a stuck suite
 PIPE_HINT = "audiotok stream BUNDLE --input -"
@@ -266,7 +266,7 @@ def test_nonblocking_stdin_waits_for_audio_instead_of_ending():
     import threading
     import time
 
-    from audiotok.runtime.pcm import pcm_blocks
+    from audiotok.runtime.audio.pcm import pcm_blocks
 
     read_end, write_end = os.pipe()
     os.set_blocking(read_end, False)

@@ -1,4 +1,4 @@
-"""Every output format reads back to the units the tokenizer gave, using only what README's "Vocabularies and output formats" shows."""
+"""Every output format reads back to the units the tokenizer gave, using only what docs/formats-and-vocabularies.md shows."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from audiotok.runtime.unit_runs import dedup
 
 
 def load_npy_folder(folder: Path) -> dict[str, np.ndarray]:
-    """The numpy-only recipe from README's "Vocabularies and output formats"."""
+    """The numpy-only recipe from docs/formats-and-vocabularies.md."""
     rows = [line.rstrip("\n").split("\t") for line in open(folder / "index.tsv", encoding="utf-8")][1:]
     out = {}
     for path, shard, offset, length, frames in rows:

@@ -12,8 +12,8 @@ from conftest import error_line, run_cli
 from hostile_bundles import manifest_of, replace_field, unit_graph
 
 from audiotok.runtime.errors import BundleError
-from audiotok.runtime.json_rules import JsonRuleError, load_bounded_json
-from audiotok.runtime.manifest import FIELD_RULES, Manifest
+from audiotok.runtime.bundle.json_rules import JsonRuleError, load_bounded_json
+from audiotok.runtime.bundle.manifest import FIELD_RULES, Manifest
 from audiotok.runtime.tokenizer import Tokenizer, checked_units
 
 VALID = dict(encoder="logmel", encoder_type="logmel", layer=0, k=16, dim=80, normalization="none", precision="fp32",
@@ -198,7 +198,7 @@ def test_the_check_reads_past_protobuf_groups_rather_than_giving_up(logmel_bundl
     the check must read past it, not give up and let the external data through to onnxruntime."""
     import onnx
 
-    from audiotok.runtime.onnx_external import describe_external_data
+    from audiotok.runtime.bundle.onnx_external import describe_external_data
 
     model = onnx.load(str(logmel_bundle))
     _in_initializer(model, "weights.bin")

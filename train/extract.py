@@ -38,7 +38,7 @@ class ExtractionConfig:
     jobs: int | None = None  # local processes (default 1) or Ray actors (default: cluster CPUs / threads)
     threads: int | None = None  # torch threads per worker
     ray_address: str | None = None
-    channel: int | str = "mean"  # processor options (runtime/preprocess.py)
+    channel: int | str = "mean"  # processor options (runtime/audio/preprocess.py)
     trim_db: float | None = None
     pad_last_frame: bool = False
     feature_norm: str = "none"  # "l2": rows L2-normalised before they are cached

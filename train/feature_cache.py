@@ -30,9 +30,9 @@ import soundfile as sf
 from audiotok.runtime.constants import FRAME_SECONDS, SAMPLE_RATE, frame_count
 from audiotok.runtime.corpus.listing import CorpusFile
 from audiotok.runtime.errors import os_error_line
-from audiotok.runtime.file_kind import special_kind
+from audiotok.runtime.audio.file_kind import special_kind
 from audiotok.runtime.formats.staging import OutputError, atomic_path
-from audiotok.runtime.native_stderr import captured_stderr
+from audiotok.runtime.process.native_stderr import captured_stderr
 
 CACHE_FORMAT = 2  # 2: windows cut short by the end run to the input's last sample
 DEFAULT_CACHE_NAME = "audiotok-features"  # beside the centroids, shared by every run in that folder

@@ -11,9 +11,9 @@ import numpy as np
 
 from audiotok.models import Encoder, load_encoder
 from audiotok.models.features import FeatureExtractor
-from audiotok.runtime.audio import file_blocks
+from audiotok.runtime.audio.decode import file_blocks
 from audiotok.runtime.errors import AudiotokError
-from audiotok.runtime.preprocess import CHANNEL_MEAN, Preprocess, prepared_blocks
+from audiotok.runtime.audio.preprocess import CHANNEL_MEAN, Preprocess, prepared_blocks
 
 from .feature_cache import ShardResult, ShardTask, cache_dtype
 

@@ -40,7 +40,7 @@ from audiotok.models.vocabulary_sidecar import (TrainingRecord, is_sidecar, is_s
                                                 stage_centroids)
 from audiotok.runtime.commands.options import add_engine_arguments
 from audiotok.runtime.commands.numbers import MAX_LAYER, SEED_MAX, integer, number
-from audiotok.runtime.manifest import MAX_K
+from audiotok.runtime.bundle.manifest import MAX_K
 from audiotok.runtime.constants import FRAME_SECONDS
 from audiotok.runtime.corpus.engine import check_engine_options
 from audiotok.runtime.errors import AudioError, SettingsError
@@ -50,7 +50,7 @@ from audiotok.runtime.formats.file_set import FileSet, remove_leftovers
 from audiotok.runtime.formats.side_files import check_side_file
 from audiotok.runtime.formats.staging import check_target
 from audiotok.runtime.plotting.canvas import is_audiotok_png
-from audiotok.runtime.preprocess import CHANNEL_MEAN, FEATURE_NORMS, parse_channel, parse_trim_db
+from audiotok.runtime.audio.preprocess import CHANNEL_MEAN, FEATURE_NORMS, parse_channel, parse_trim_db
 
 from .training_files import training_files
 from .extract import ExtractionConfig, extract

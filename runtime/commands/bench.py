@@ -41,15 +41,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..audio import file_blocks
-from ..compute import CostModel, stream_cost, to_gmac
+from ..audio.decode import file_blocks
+from ..cost import CostModel, stream_cost, to_gmac
 from ..constants import SAMPLE_RATE, frame_count
 from ..corpus.engine import available_cores
 from ..errors import AudioError, AudiotokError, SettingsError
-from ..session import open_session
+from ..bundle.session import open_session
 from ..stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, StreamSettings, default_lengths
 from ..stream_target import frame_waits_ms, latency_target
-from ..synthetic_speech import speech_like
+from ..audio.synthetic_speech import speech_like
 from .options import add_provider_argument
 from .numbers import integer, number, threads
 

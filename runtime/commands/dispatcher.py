@@ -125,6 +125,9 @@ def _run(name: str, rest: list[str]) -> int:
         print(f"audiotok: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        from ..formats.staging import remove_unfinished  # a signal before a writer's own cleanup was set up
+
+        remove_unfinished()
         print("audiotok: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `audiotok tokenize ... | head`

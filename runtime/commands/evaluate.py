@@ -49,11 +49,10 @@ from ..evaluation.perturb import NoiseBank, expand
 from ..formats.collisions import Place, check_apart, input_places, list_arguments
 from ..formats.staging import atomic_path
 from ..plotting.canvas import PlotUnavailable, image_format
-from ..preprocess import add_processor_arguments, processor_arguments
 from ..stream import StreamSettings
 from ..tokenizer import Tokenizer
 from .numbers import SEED_MAX, integer, threads
-from .options import add_provider_argument
+from .options import add_processor_arguments, add_provider_argument, processor_arguments
 from .stream import _HelpFormatter as HelpFormatter
 
 

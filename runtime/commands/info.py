@@ -37,13 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle_centroids import extract_centroids
-from ..bundle_container import layout
-from ..compute import bundle_compute
+from ..bundle.centroids import extract_centroids
+from ..bundle.container import layout
+from ..cost import bundle_compute
 from ..formats.collisions import Place, check_apart
 from ..formats.staging import atomic_path, check_target
-from ..preprocess import FRAME_COUNT_RULE
-from ..session import open_session
+from ..audio.preprocess import FRAME_COUNT_RULE
+from ..bundle.session import open_session
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 
 from ..errors import SettingsError
-from ..session import THREADS_PER_CORE, thread_limit
+from ..bundle.session import THREADS_PER_CORE, thread_limit
 
 INT_CEILING = 2**31 - 1  # what the C libraries below (onnxruntime, numpy indexing, sklearn seeds) take as int32
 FLOAT_CEILING = 1e9  # seconds, hours, milliseconds, dB: a billion of anything is a typo
@@ -74,5 +74,5 @@ def number(option: str, *, low: float | None = None, high: float | None = FLOAT_
 
 
 def threads(option: str = "--threads") -> Callable[[str], int]:
-    """``--threads`` of a command that runs on this machine: 1 to :func:`~audiotok.runtime.session.thread_limit`."""
+    """``--threads`` of a command that runs on this machine: 1 to :func:`~audiotok.runtime.bundle.session.thread_limit`."""
     return integer(option, low=1, high=thread_limit(), why=f" ({THREADS_PER_CORE} per core of this machine)")

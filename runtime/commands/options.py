@@ -1,13 +1,15 @@
 """Options several commands share, declared once so that a flag means the same everywhere.
 
 tokenize and train both fan work out over --engine/--jobs/--threads/--ray-address, and several
-commands pick onnxruntime providers with --provider.
+commands pick onnxruntime providers with --provider; tokenize and evaluate read --channel and
+--trim-silence (checked by runtime/audio/preprocess.py's parsers).
 """
 
 from __future__ import annotations
 
 import argparse
 
+from ..audio.preprocess import parse_channel, parse_trim_db
 from ..corpus.choose_engine import ENGINES
 from .numbers import integer
 
@@ -33,3 +35,19 @@ def add_provider_argument(parser: argparse.ArgumentParser, purpose: str = "") ->
     parser.add_argument("--provider", action="append", default=None,
                         help=f"onnxruntime execution provider{purpose} (cpu, cuda, ...); repeat for a preference "
                              "list; falls back to CPU")
+
+
+def add_processor_arguments(parser: argparse.ArgumentParser, *, trim_note: str = "") -> None:
+    """``--channel`` and ``--trim-silence`` for the commands that read audio files (tokenize, evaluate)."""
+    parser.add_argument("--channel", default=None,
+                        help="multichannel files: 'mean' mixes all channels, N takes channel N alone (0 is the "
+                             "first; audioTokenizer takes 0) (default: the bundle's, 'mean' unless exported otherwise)")
+    parser.add_argument("--trim-silence", default=None, metavar="DB",
+                        help="drop leading and trailing audio quieter than DB below the loudest part (as librosa's "
+                             f"trim with top_db=DB; e.g. 30){trim_note} (default: no trim)")
+
+
+def processor_arguments(args: argparse.Namespace) -> tuple[int | str | None, float | None]:
+    """The checked (channel, trim_db) of :func:`add_processor_arguments`' options."""
+    channel = None if args.channel is None else parse_channel(args.channel)
+    return channel, parse_trim_db(args.trim_silence)

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import file_blocks
+from ..audio.decode import file_blocks
 from ..constants import SAMPLE_RATE
 from ..errors import AudioError, SettingsError
 from ..formats.collisions import Place, check_apart
 from ..plotting.canvas import image_format, new_figure, save_figure
 from ..plotting.unit_plot import PlotWindow, draw_units_figure
-from ..preprocess import prepared_blocks
+from ..audio.preprocess import prepared_blocks
 from ..tokenizer import Tokenizer
 from .options import add_provider_argument
 from .numbers import integer, number

@@ -40,10 +40,10 @@ from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
-from ..audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decoded_blocks, open_audio
+from ..audio.decode import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decoded_blocks, open_audio
 from ..errors import AudioError, AudiotokError, BundleError, SettingsError
-from ..pcm import pcm_blocks
-from ..preprocess import CHANNEL_MEAN, parse_channel
+from ..audio.pcm import pcm_blocks
+from ..audio.preprocess import CHANNEL_MEAN, parse_channel
 from ..stream import (DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, RECOMPUTE_DEFAULTS, StreamSettings,
                       UnitChunk)
 from ..stream_target import latency_target
@@ -53,7 +53,7 @@ from .options import add_provider_argument
 from .numbers import integer, number, threads
 
 if TYPE_CHECKING:
-    from ..microphone import Microphone
+    from ..audio.microphone import Microphone
 
 STREAM_FORMATS = ("txt", "jsonl")  # one line per emitted chunk
 STDIN_RATE = 16_000  # Hz, when --rate is not given for --input -
@@ -170,7 +170,7 @@ def open_source(args: argparse.Namespace, channel: int | str = CHANNEL_MEAN
         yield rate, pcm_blocks(sys.stdin.buffer, encoding="f32le" if args.f32le else "s16le",
                                channels=args.channels, rate=rate), None
     elif args.input == "mic":
-        from ..microphone import Microphone
+        from ..audio.microphone import Microphone
 
         with Microphone(args.device, rate=args.rate, channels=args.channels) as mic:
             print(f"audiotok: listening on input device {mic.device} {mic.name!r} at {mic.rate} Hz; "

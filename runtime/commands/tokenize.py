@@ -43,10 +43,9 @@ from ..formats.resumable import side_path
 from ..formats.run_identity import file_sha256
 from ..formats.staging import check_target
 from ..formats.units_folder import check_replaceable_folder
-from ..preprocess import add_processor_arguments, processor_arguments
 from ..tokenizer import Tokenizer
 from ..windowing import DEFAULT_MAX_PASS_SECONDS, max_pass_seconds
-from .options import add_engine_arguments, add_provider_argument
+from .options import add_engine_arguments, add_processor_arguments, add_provider_argument, processor_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="files up to S seconds run in one pass: exactly the encoder's units for the whole "
                              "file. Longer files run in 30 s windows with 3 s of context on each side, in flat "
                              "memory. Raise it (e.g. 150) for the reference units of long files: memory grows "
-                             "with the square of the pass length (README: Exact units and memory)")
+                             "with the square of the pass length (docs/long-inputs-and-exact-units.md)")
 
 
 def _check(args: argparse.Namespace) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import SettingsError
-from ..session import THREADS_PER_CORE, thread_limit
+from ..bundle.session import THREADS_PER_CORE, thread_limit
 
 
 class Worker(Protocol):

@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..audio import AUDIO_EXTENSIONS
+from ..audio.decode import AUDIO_EXTENSIONS
 from ..errors import AudioError
-from ..file_kind import require_regular_file
+from ..audio.file_kind import require_regular_file
 
 FILE_LIST_PREFIX = "@"
 MAX_LINE_CHARS = 1 << 16  # one path and its sample count; PATH_MAX is 4096

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..audio import file_blocks
+from ..audio.decode import file_blocks
 from ..constants import SAMPLE_RATE
 from ..errors import AudioError, SettingsError
-from ..preprocess import Preprocess, prepared_blocks
+from ..audio.preprocess import Preprocess, prepared_blocks
 from ..stream import StreamSettings
 from ..tokenizer import Tokenizer
 from .alignments import Alignments

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from ..audio import file_blocks
+from ..audio.decode import file_blocks
 from ..constants import HOP_SAMPLES, SAMPLE_RATE
 from ..errors import AudioError, SettingsError
 

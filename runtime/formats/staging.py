@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,11 @@ from ..errors import AudiotokError, os_error_line
 STAGE_ATTEMPTS = 100  # random temp names tried before giving up (each collision is 1 in 2**64)
 NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
 STAGE_SUFFIX = ".tmp"  # every staged name is `.NAME.<16 hex>.tmp`, or `.audiotok-<16 hex>.<16 hex>.tmp`
+
+# Staged outputs of this process not yet renamed into place (path -> is a folder). A path is entered
+# before it is created, so a Ctrl-C that lands between its creation and its writer's own cleanup
+# block still finds it: the CLI's interrupt handler calls remove_unfinished().
+_unfinished: dict[Path, bool] = {}
 
 
 class OutputError(AudiotokError):
@@ -136,6 +142,7 @@ def stage_beside(target: Path, *, folder: bool = False) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(STAGE_ATTEMPTS):
             tmp = target.parent / staged_name(target, secrets.token_hex(8))
+            _unfinished[tmp] = folder
             try:
                 if folder:
                     os.mkdir(tmp, 0o777)
@@ -143,7 +150,11 @@ def stage_beside(target: Path, *, folder: bool = False) -> Path:
                     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
                 return tmp
             except FileExistsError:
+                del _unfinished[tmp]  # not ours
                 continue
+            except OSError:
+                del _unfinished[tmp]  # never created
+                raise
     except OSError as exc:
         raise OutputError(f"-o {target}: cannot write in {target.parent} ({exc.strerror})") from None
     raise OutputError(f"-o {target}: no free temp name in {target.parent}")
@@ -155,6 +166,25 @@ def replace_into(staged: Path, target: Path) -> None:
         os.replace(staged, target)
     except OSError as exc:
         raise OutputError(f"-o {target}: cannot replace it ({exc.strerror})") from None
+    _unfinished.pop(staged, None)
+
+
+def remove_unfinished() -> None:
+    """Remove every staged output of this process that was never renamed into place.
+
+    Writers remove their own staging when they fail; this is the last sweep of an interrupted run,
+    for a signal that landed before a writer's cleanup block was set up. Only paths
+    :func:`stage_beside` created are touched (a writer's finished or removed ones are skipped).
+    """
+    for path, folder in list(_unfinished.items()):
+        try:
+            if folder:
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass
+    _unfinished.clear()
 
 
 @contextmanager

@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE_DIRS = {"runtime": "runtime", "models": "models", "train": "train", "export": "export"}  # pyproject
 IGNORED = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache")
-MANIFEST = "runtime/manifest.py"
+MANIFEST = "runtime/bundle/manifest.py"
 FIELD_RULE = re.compile(r'^    "(\w+)": .*\n', re.M)
 # Fields whose rule, deleted, changes nothing: Manifest.from_dict checks the schema before any rule.
 EQUIVALENT = {"schema"}

@@ -12,15 +12,15 @@ from numbers import Integral
 
 import onnxruntime as ort
 
-from .bundle_container import check_container, is_container, runtime_model
-from .constants import MANIFEST_KEY
-from .errors import BundleError, SettingsError
-from .file_kind import require_regular_file
+from .container import check_container, is_container, runtime_model
+from ..constants import MANIFEST_KEY
+from ..errors import BundleError, SettingsError
+from ..audio.file_kind import require_regular_file
 from .graph_rules import check_graph_rules
-from .log import log
+from ..log import log
 from .manifest import Manifest
-from .memory_limit import bounded_arena, limit_mb, remember_limit
-from .native_stderr import Captured, captured_stderr, library_message
+from ..process.memory_limit import bounded_arena, limit_mb, remember_limit
+from ..process.native_stderr import Captured, captured_stderr, library_message
 from .onnx_external import describe_external_data
 
 INPUT_NAME = "waveform"

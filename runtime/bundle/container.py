@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BundleError
+from ..errors import BundleError
 from .onnx_tensors import (DTYPES, GRAPH_INITIALIZER, MODEL_GRAPH, TENSOR_DATA_LOCATION, TENSOR_DATA_TYPE,
                            TENSOR_DIMS, TENSOR_NAME, WIRE_LEN, _fields, _packed_varints, field_spans)
 

@@ -12,14 +12,14 @@ import json
 from dataclasses import MISSING, asdict, dataclass, field
 from typing import Any
 
-from .constants import (
+from ..constants import (
     HOP_SAMPLES,
     MANIFEST_SCHEMA,
     RECEPTIVE_FIELD_SAMPLES,
     SAMPLE_RATE,
 )
-from .errors import BundleError
-from .preprocess import CHANNEL_MEAN, FEATURE_NORMS, FRAME_RULES
+from ..errors import BundleError
+from ..audio.preprocess import CHANNEL_MEAN, FEATURE_NORMS, FRAME_RULES
 from .stream_entry import StreamEntry, StreamRule
 from .json_rules import (AnyJson, Choice, ChoiceOrInteger, Integer, JsonObject, JsonRuleError, Rule, Text,
                          load_bounded_json, shown)

@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import AudiotokError
+from ..errors import AudiotokError
 
 PIPED_AUDIO_HINT = "for piped audio use `audiotok stream BUNDLE --input -`"
 

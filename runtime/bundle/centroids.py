@@ -12,9 +12,9 @@ import os
 
 import numpy as np
 
-from .errors import BundleError
+from ..errors import BundleError
 from .manifest import Manifest
-from .bundle_container import external_bytes, model_view
+from .container import external_bytes, model_view
 from .onnx_tensors import scan_initializers
 
 CENTROID_INITIALIZER = "nearest.minus_two_ct"  # the exporter's name for -2 C^T; others are tried by shape

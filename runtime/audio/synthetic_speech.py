@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import SAMPLE_RATE
+from ..constants import SAMPLE_RATE
 
 SYLLABLE_SECONDS = 0.25  # about four syllables per second
 RESONANCE_SECONDS = 0.02  # impulse response length of the formant filter

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 import onnxruntime as ort
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 MEMORY_ENV = "AUDIOTOK_MAX_MEMORY_MB"
 BASE_MB = 1024  # what any unit graph's other activations may take

@@ -16,11 +16,11 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .constants import SAMPLE_RATE
-from .errors import AudioError, SamplesError
+from ..constants import SAMPLE_RATE
+from ..errors import AudioError, SamplesError
 from .preprocess import CHANNEL_MEAN
 from .file_kind import PIPED_AUDIO_HINT, require_regular_file
-from .native_stderr import Captured, captured_stderr
+from ..process.native_stderr import Captured, captured_stderr
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au")
 READ_BLOCK_SECONDS = 10.0  # decode this much at a time: large enough to be fast, small enough to stay flat

@@ -18,8 +18,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .bundle_container import model_view
-from .errors import BundleError
+from .container import model_view
+from ..errors import BundleError
 from .onnx_tensors import MODEL_GRAPH, WIRE_LEN, _fields
 
 TOO_DEEP = "Subgraph"  # stands for nesting past MAX_DEPTH in a refusal

@@ -14,8 +14,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import AudioError
-from .log import log
+from ..errors import AudioError
+from ..log import log
 
 ENCODINGS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}  # name -> little-endian sample type
 READ_SECONDS = 0.1  # read at most this much audio per call: small enough for live pipes

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .bundle_container import model_view
-from .errors import BundleError
+from .container import model_view
+from ..errors import BundleError
 from .onnx_tensors import (GRAPH_INITIALIZER, MODEL_GRAPH, TENSOR_DIMS, TENSOR_NAME, WIRE_LEN, WIRE_VARINT, _fields,
                            _packed_varints)
 

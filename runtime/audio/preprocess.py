@@ -26,8 +26,8 @@ from numbers import Integral
 
 import numpy as np
 
-from .constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES
-from .errors import SettingsError
+from ..constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES
+from ..errors import SettingsError
 
 CHANNEL_MEAN = "mean"
 FRAME_RULES = ("floor", "pad")  # floor: whole frames only; pad: a partial last frame padded with zeros
@@ -179,19 +179,3 @@ def prepared_blocks(open_blocks: Callable[[], Iterator[np.ndarray]], pre: Prepro
     if pre.pad_last_frame:
         blocks = _padded(blocks)
     return start, blocks
-
-
-def add_processor_arguments(parser, *, trim_note: str = "") -> None:
-    """``--channel`` and ``--trim-silence`` for the commands that read audio files (tokenize, evaluate)."""
-    parser.add_argument("--channel", default=None,
-                        help="multichannel files: 'mean' mixes all channels, N takes channel N alone (0 is the "
-                             "first; audioTokenizer takes 0) (default: the bundle's, 'mean' unless exported otherwise)")
-    parser.add_argument("--trim-silence", default=None, metavar="DB",
-                        help="drop leading and trailing audio quieter than DB below the loudest part (as librosa's "
-                             f"trim with top_db=DB; e.g. 30){trim_note} (default: no trim)")
-
-
-def processor_arguments(args) -> tuple[int | str | None, float | None]:
-    """The checked (channel, trim_db) of :func:`add_processor_arguments`' options."""
-    channel = None if args.channel is None else parse_channel(args.channel)
-    return channel, parse_trim_db(args.trim_silence)

@@ -18,8 +18,8 @@ from types import ModuleType
 
 import numpy as np
 
-from .constants import SAMPLE_RATE
-from .errors import AudioError
+from ..constants import SAMPLE_RATE
+from ..errors import AudioError
 
 BLOCK_SECONDS = 0.02  # one 20 ms frame per callback: the queue never holds back a chunk's last samples
 QUEUE_SECONDS = 30.0  # audio buffered while inference catches up; beyond this, blocks are dropped

@@ -33,12 +33,12 @@ import onnxruntime as ort
 
 from .constants import FRAME_MS, SAMPLE_RATE, frame_count, samples_for_frames
 from .errors import BundleError
-from .graph_rules import check_graph_rules
-from .interrupt import stoppable
-from .manifest import Manifest
-from .memory_limit import bounded_arena, limit_mb, memory_message, remember_limit
-from .onnx_nodes import Node, read_graph
-from .session import INPUT_NAME, OUTPUT_NAME, inference_session, require_self_contained, session_options
+from .bundle.graph_rules import check_graph_rules
+from .process.interrupt import stoppable
+from .bundle.manifest import Manifest
+from .process.memory_limit import bounded_arena, limit_mb, memory_message, remember_limit
+from .bundle.onnx_nodes import Node, read_graph
+from .bundle.session import INPUT_NAME, OUTPUT_NAME, inference_session, require_self_contained, session_options
 from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, default_lengths
 
 STAGES = ("cnn", "positional_conv", "transformer_linear", "attention", "nearest_centroid")

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from transformers import AutoConfig
 
-from audiotok.runtime.compute import CostModel, node_macs
+from audiotok.runtime.cost import CostModel, node_macs
 from audiotok.runtime.constants import SAMPLE_RATE, samples_for_frames
-from audiotok.runtime.session import open_session
+from audiotok.runtime.bundle.session import open_session
 from conftest import run_cli
 
 K = 16

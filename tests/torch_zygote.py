@@ -1,0 +1,168 @@
+"""Torch-side CLI runs (train, export, verify) forked from one process that has torch imported.
+
+Each ``python -m audiotok export ...`` spends about 7 CPU-seconds importing torch, transformers,
+scikit-learn and onnx before it does anything; the suite runs such commands a few hundred times,
+which on a 2-core machine was most of its time. Here one server process per pytest worker imports
+them once (and runs no torch op, so no thread pool exists yet) and forks a child per command. A
+child is a real process, as the subprocess was: its own working folder, environment, stdin, stdout,
+stderr, signal handlers and exit status, and its own thread pools, started on first use after the
+fork. Only what a fresh interpreter does before ``main`` differs (imports already done), so
+commands whose environment changes import-time behaviour (an ``env`` override) still get a fresh
+interpreter (see ``conftest.run_cli``).
+
+Protocol: one JSON request per line on the server's stdin (argv, environment, cwd, the files for
+stdin, stdout and stderr, timeout), one JSON reply per line (the exit status, or a timeout).
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+TORCH_COMMANDS = ("train", "export", "verify")
+
+
+class Zygote:
+    """The client side: one server process, started on first use, shared by a pytest worker's threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        if self._server is None or self._server.poll() is not None:
+            self._server = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.DEVNULL, text=True)
+            atexit.register(self._stop, self._server)
+        return self._server
+
+    @staticmethod
+    def _stop(server: subprocess.Popen) -> None:
+        """End of the worker: the server's stdin closes, it finishes its loop and exits."""
+        try:
+            server.stdin.close()
+            server.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            server.kill()
+            server.wait()
+
+    def run(self, argv: list[str], *, input: bytes | None, cwd, timeout: float) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory(prefix="audiotok-zygote-") as tmp:
+            files = {name: os.path.join(tmp, name) for name in ("stdin", "stdout", "stderr")}
+            Path(files["stdin"]).write_bytes(input or b"")
+            Path(files["stdout"]).touch()
+            Path(files["stderr"]).touch()
+            request = {"argv": argv, "env": dict(os.environ), "cwd": str(cwd or os.getcwd()), "timeout": timeout,
+                       **files}
+            with self._lock:
+                server = self._start()
+                server.stdin.write(json.dumps(request) + "\n")
+                server.stdin.flush()
+                reply = server.stdout.readline()
+            if not reply:
+                raise RuntimeError("the torch zygote died")
+            reply = json.loads(reply)
+            out, err = Path(files["stdout"]).read_bytes(), Path(files["stderr"]).read_bytes()
+        args = [sys.executable, "-m", "audiotok", *argv]
+        if reply.get("timeout"):
+            raise subprocess.TimeoutExpired(args, timeout, out, err)
+        return subprocess.CompletedProcess(args, reply["returncode"], out, err)
+
+
+def _child(request: dict, channels: tuple[int, int]) -> None:
+    """In the forked child: become the command's process, run it, exit with its status."""
+    code = 1
+    try:
+        for fd in channels:
+            os.close(fd)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        for fd, name, flags in ((0, "stdin", os.O_RDONLY), (1, "stdout", os.O_WRONLY | os.O_TRUNC),
+                                (2, "stderr", os.O_WRONLY | os.O_TRUNC)):
+            opened = os.open(request[name], flags)
+            os.dup2(opened, fd)
+            os.close(opened)
+        sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8")
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
+                                      write_through=True)
+        sys.argv = [sys.argv[0], *request["argv"]]
+        from audiotok.runtime.commands.dispatcher import main
+
+        try:
+            code = main(request["argv"])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            pass
+    except BaseException:  # a crash must still end the child, with the traceback where a test sees it
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stderr.flush()
+        finally:
+            os._exit(code if isinstance(code, int) else 1)
+
+
+def _wait(pid: int, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return {"returncode": os.waitstatus_to_exitcode(status)}
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return {"timeout": True}
+        time.sleep(0.005)
+
+
+def serve() -> None:
+    requests, replies = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    import onnx  # noqa: F401
+    import sklearn.cluster  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    import audiotok.export.bundle  # noqa: F401
+    import audiotok.export.export_cmd  # noqa: F401
+    import audiotok.export.verify_cmd  # noqa: F401
+    import audiotok.models.huggingface  # noqa: F401
+    import audiotok.runtime.commands.dispatcher  # noqa: F401
+    import audiotok.train.kmeans  # noqa: F401
+    import audiotok.train.train_cmd  # noqa: F401
+
+    with open(requests, encoding="utf-8") as inbox, open(replies, "w", encoding="utf-8") as outbox:
+        for line in inbox:
+            request = json.loads(line)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                _child(request, (inbox.fileno(), outbox.fileno()))
+            outbox.write(json.dumps(_wait(pid, request["timeout"])) + "\n")
+            outbox.flush()
+
+
+if __name__ == "__main__":
+    serve()
