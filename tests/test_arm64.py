@@ -8,7 +8,7 @@ once by tests/arm64_env.py and cached outside the repository; the bundles are bu
 from the checkout, so what runs on ARM is this commit's code.
 
 What is asserted, and why those thresholds:
-- fp32: units equal x86's on every frame (the issue's contract; measured: exact).
+- fp32: units equal x86's on every frame (the runtime's contract; measured: exact).
 - int8: onnxruntime's int8 MatMuls accumulate 8-bit products in int32, which is exact on every
   instruction set (AVX-512 VNNI, NEON with or without sdot/udot); ARM and x86 can differ only where
   fp32 arithmetic around them (activation scales, normalizations, GELU, softmax) rounds an

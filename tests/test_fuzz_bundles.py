@@ -187,7 +187,7 @@ def test_manifest_values(base, tmp_path, capsys, case):
              outcome.needle)
 
 
-# Named in issue 19: each must be refused naming its field, whatever the seeded choice above covers.
+# Values whose right answer is known: each must be refused naming its field, whatever the seeded choice above covers.
 NAMED_REFUSALS = [("k", "-1"), ("k", "1.5"), ("hop", "-1"), ("sample_rate", "0"), ("layer", "false")]
 
 

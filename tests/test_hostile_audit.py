@@ -1,4 +1,4 @@
-"""Held-out audit of issue 18's classes: cases the issue's own tests do not cover.
+"""Held-out audit of the hostile-input classes: cases the other hostile-input tests do not cover.
 
 * edges: a file name that is not UTF-8, or holds ``$...$``, is drawn literally in every figure
   (plot's title, train's usage plot), not a matplotlib traceback;
