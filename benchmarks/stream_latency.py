@@ -344,7 +344,7 @@ def main() -> int:
           f"per setting, fed in {BLOCK_MS} ms blocks on the sample clock; onnxruntime threads={args.threads}; "
           f"{os.cpu_count()} CPUs; load average {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after\n")
     print("| setting | chunk ms | lookahead ms | context ms | window compute ms | window CPU ms | per-frame p50 ms | "
-          "p95 ms | max ms | chunk-end p95 ms | own core: per-frame p50 ms | p95 ms | CPU cores | GMAC per audio s | "
+          "p95 ms | max ms | chunk-end p95 ms | own core: per-frame p50 ms | own core: p95 ms | CPU cores | GMAC per audio s | "
           "agreement (no norm) | agreement (waveform norm) | agreement, windows recomputed | "
           "GMAC per audio s, recomputed |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

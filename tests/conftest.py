@@ -44,6 +44,15 @@ def run_cli(*args: str, env: dict | None = None, input: bytes | None = None, cwd
                           env={**os.environ, **(env or {})}, input=input, cwd=cwd, timeout=600)
 
 
+def ctrl_c_reaches_it() -> None:
+    """``preexec_fn`` for a command a test interrupts: Ctrl-C gets its default disposition, as in a
+    terminal. A child inherits an ignored SIGINT (a pytest-xdist worker, a job started with ``&`` in a
+    script), and Python then leaves it ignored, so the signal would never reach audiotok at all."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 ERROR_PREFIX = "audiotok: error: "
 
 

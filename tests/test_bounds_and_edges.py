@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import onnx.helper as oh
 import pytest
-from conftest import error_line, run_cli, write_wav
+from conftest import ctrl_c_reaches_it, error_line, run_cli, write_wav
 from hostile_bundles import run_in_process
 from onnx import TensorProto, numpy_helper
 
@@ -189,7 +189,7 @@ def test_a_signal_stops_a_slow_graph_at_once(tmp_path, wav, slow_bundle, signum)
     out.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "audiotok", "tokenize", str(slow_bundle), str(wav),
                              "-o", str(out / "units.txt"), "--threads", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=ctrl_c_reaches_it)
     deadline = time.monotonic() + 120
     while not list(out.glob(".units.txt.*.tmp")):  # staged: the bundle is loaded and the run begins
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()

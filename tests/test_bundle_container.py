@@ -56,6 +56,12 @@ def _set(model: onnx.ModelProto, index: int, **entries: str) -> onnx.ModelProto:
     return model
 
 
+def _external(data: bytes, index: int) -> str:
+    """The name of the ``index``-th external initializer (the one :func:`_set` changes), as the messages quote it."""
+    _, model, _ = _parts(data)
+    return [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL][index]
+
+
 def test_a_container_gives_the_plain_bundles_units_centroids_and_cost(container, logmel_bundle, speech_dir, tmp_path):
     files = sorted(speech_dir.glob("*.wav"))
     plain, packed = run_cli("tokenize", logmel_bundle, *files), run_cli("tokenize", container, *files)
@@ -135,13 +141,13 @@ def _size(data: bytes) -> int:
 @pytest.mark.parametrize("build,message", [
     (_truncated, lambda d: f"truncated container: its weight region ends at byte {_size(d)}, but the file has "
                            f"{_size(d) - 1000} bytes (an interrupted copy or download?)"),
-    (_offset_past_end, lambda d: f"container tensor 'encoder.kernels' ends at byte {_past_end(d) + 643200} of the "
+    (_offset_past_end, lambda d: f"container tensor '{_external(d, 0)}' ends at byte {_past_end(d) + 643200} of the "
                                  f"weight region, past its end ({len(_parts(d)[2])} bytes)"),
-    (_overlapping, lambda d: "container tensors 'encoder.kernels' and 'encoder.filterbank' overlap in the weight "
+    (_overlapping, lambda d: f"container tensors '{_external(d, 0)}' and '{_external(d, 1)}' overlap in the weight "
                              "region (bytes 0..643200)"),
-    (_misaligned, lambda d: f"container tensor 'encoder.filterbank' starts at byte {ALIGNMENT + 64} of the weight "
+    (_misaligned, lambda d: f"container tensor '{_external(d, 1)}' starts at byte {ALIGNMENT + 64} of the weight "
                             f"region, not on a multiple of {ALIGNMENT}"),
-    (_wrong_length, lambda d: "container tensor 'encoder.kernels' has 643196 bytes, but its shape and data type 1 "
+    (_wrong_length, lambda d: f"container tensor '{_external(d, 0)}' has 643196 bytes, but its shape and data type 1 "
                               "need 643200"),
     (_trailing, lambda d: f"10 unexpected bytes after the container's weight region (which ends at byte {_size(d)})"),
     (_version, lambda d: "container version 7 is not supported (this audiotok reads version 1); export the "
@@ -172,7 +178,7 @@ def test_a_container_tensor_naming_a_file_beside_it_is_refused_even_a_fifo(conta
     code, _, err = run_in_process(capsys, "info", bundle)
     assert code == 1
     assert err.strip() == (f"audiotok: error: {bundle}: not a self-contained bundle: container tensor "
-                           f"'nearest.minus_two_ct' names 'weights.bin' instead of the weight region; an audiotok "
+                           f"'{_external(data, 2)}' names 'weights.bin' instead of the weight region; an audiotok "
                            "bundle is one file, and nothing beside it is read")
     assert WEIGHTS_LOCATION not in err
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import error_line, run_cli
+from conftest import ctrl_c_reaches_it, error_line, run_cli
 from corpus_audio import write_corpus
 
 
@@ -219,7 +219,8 @@ def test_an_interrupted_run_leaves_the_old_output_and_no_debris(fmt, stop, long_
         out.write_text("the previous output\n")
     before = snapshot(tmp_path)
     process = subprocess.Popen([sys.executable, "-m", "audiotok", "tokenize", logmel_bundle, long_corpus, "--format",
-                                fmt, "-o", out], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+                                fmt, "-o", out], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               preexec_fn=ctrl_c_reaches_it)
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(".units.*.tmp")):  # the staged output exists: the run is under way
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"

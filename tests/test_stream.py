@@ -25,7 +25,7 @@ from audiotok.runtime.stream import DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_MS, Stre
 from audiotok.runtime.stream_target import CACHED_LADDER, LADDER
 from audiotok.runtime.unit_runs import dedup
 from audiotok.runtime.windowing import plan_windows
-from conftest import run_cli, write_wav
+from conftest import ctrl_c_reaches_it, run_cli, write_wav
 
 RATE = 16_000
 
@@ -281,7 +281,8 @@ def test_audio_error_mid_stream_prints_the_frames_before_it(logmel_bundle, logme
 
 def test_ctrl_c_flushes_and_exits_zero(logmel_bundle, logmel, pcm):
     proc = subprocess.Popen([sys.executable, "-m", "audiotok", "stream", str(logmel_bundle), "--input", "-"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=ctrl_c_reaches_it)
     proc.stdin.write(pcm.astype("<i2").tobytes())
     proc.stdin.flush()  # stdin stays open: the stream waits for more audio
     chunk, lookahead = DEFAULT_CHUNK_MS // 20, DEFAULT_LOOKAHEAD_MS // 20  # logmel has a stream entry point

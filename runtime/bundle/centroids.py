@@ -17,7 +17,9 @@ from .manifest import Manifest
 from .container import external_bytes, model_view
 from .onnx_tensors import scan_initializers
 
-CENTROID_INITIALIZER = "nearest.minus_two_ct"  # the exporter's name for -2 C^T; others are tried by shape
+# The exporter's name for -2 C^T (behind a module prefix such as "unit_graph." in bundles with a
+# stream entry point); other constants of its shape are tried too.
+CENTROID_INITIALIZER = "nearest.minus_two_ct"
 ONNX_FLOAT = 1
 
 
@@ -38,7 +40,7 @@ def extract_centroids(bundle: str | os.PathLike, manifest: Manifest) -> np.ndarr
     """The bundle's ``[k, dim]`` float32 centroids, checked against the manifest's hash."""
     shape = (manifest.dim, manifest.k)
     tensors = _initializers(bundle, lambda t: t.dims == shape and t.data_type == ONNX_FLOAT)
-    names = sorted(tensors, key=lambda name: name != CENTROID_INITIALIZER)
+    names = sorted(tensors, key=lambda name: not name.endswith(CENTROID_INITIALIZER))
     for name in names:
         centroids = np.ascontiguousarray((np.float32(-0.5) * tensors[name]).T, dtype=np.float32)
         if centroids_sha256(centroids) == manifest.centroids_sha256:
