@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from audiotok.runtime.audio.decode import file_blocks
-from audiotok.runtime.cost import CostModel, stream_cost
+from audiotok.runtime.cost import CostModel, bundle_stream_cost, stream_cost
 from audiotok.runtime.constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
 from audiotok.runtime.errors import SettingsError
 from audiotok.runtime.stream_target import frame_waits_ms
@@ -70,12 +70,11 @@ SENTENCES = [
 SETTINGS = [
     (DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_MS, DEFAULT_CONTEXT_MS),
     (640, 80, 640),
-    (320, 80, 640),
-    (240, 80, 480),
-    (160, 80, 320),
+    (320, 80, 1920),
+    (240, 60, 960),
+    (160, 60, 1920),
+    (120, 60, 1920),
     (160, 60, 320),
-    (120, 60, 240),
-    (160, 40, 960),
 ]
 TARGETS = [250.0, 400.0]  # --latency-ms targets measured by default
 # --smoke: a 2-layer, 32-dim HuBERT layout cut at layer 2; 3 s of speech (150 frames, enough for k=100)
@@ -100,8 +99,10 @@ class Row:
     own_core_p95_ms: float
     cpu_cores: float
     gmac_per_second: float  # counted arithmetic per audio second (CostModel)
-    agreement_none: float  # bundle without waveform normalization
+    agreement_none: float  # bundle without waveform normalization (with its attention cache, as streams run)
     agreement_utterance: float  # bundle with waveform normalization (running statistics with the entry point)
+    agreement_no_kv: float  # the bundle without normalization, the attention cache off (--no-kv-cache)
+    gmac_no_kv: float  # counted arithmetic per audio second with the attention cache off
     agreement_recompute: float  # the bundle without normalization, every window recomputed (no entry point)
     gmac_recompute: float  # counted arithmetic per audio second when every window is recomputed
     target_ms: float | None = None  # the --latency-ms target this setting was chosen for
@@ -222,9 +223,11 @@ def realtime(tokenizer: Tokenizer, settings: StreamSettings,
 
 
 def agreement(tokenizer: Tokenizer, settings: StreamSettings, audio: np.ndarray, offline: np.ndarray, *,
-              recompute: bool = False) -> float:
-    """Streamed units equal to offline's; ``recompute``: every window from its samples (no entry point)."""
-    stream = Stream(tokenizer.units_for_window, settings) if recompute else tokenizer.stream(settings=settings)
+              recompute: bool = False, kv_cache: bool = True) -> float:
+    """Streamed units equal to offline's; ``recompute``: every window from its samples (no entry point);
+    ``kv_cache`` False: the entry point without its attention cache."""
+    stream = (Stream(tokenizer.units_for_window, settings) if recompute
+              else tokenizer.stream(settings=settings, kv_cache=kv_cache))
     step = SAMPLE_RATE * BLOCK_MS // 1000
     chunks = [c for lo in range(0, len(audio), step) for c in stream.accept(audio[lo:lo + step])]
     units = np.concatenate([c.units for c in chunks + stream.flush()])
@@ -307,8 +310,9 @@ def main() -> int:
         bundles = build_bundles(checkpoint, args.layer, workdir, audio)
         tokenizers = {norm: Tokenizer(path, threads=args.threads) for norm, path in bundles.items()}
         offline = {norm: tok.tokenize(audio, SAMPLE_RATE) for norm, tok in tokenizers.items()}
-        cost = CostModel(bundles["none"], tokenizers["none"].manifest)
-        cached = tokenizers["none"].manifest.stream is not None
+        manifest = tokenizers["none"].manifest
+        cost = CostModel(bundles["none"], manifest)
+        cached = manifest.stream is not None
         rows = []
         chosen, refused = [], []
         for target in args.target or TARGETS:
@@ -330,9 +334,11 @@ def main() -> int:
                             round(float(np.percentile(np.asarray(ends) * 1000, 95)), 1),
                             round(float(np.percentile(own, 50)), 1), round(float(np.percentile(own, 95)), 1),
                             round(cores, 3),
-                            stream_cost(cost, chunk, lookahead, context, cached=cached)["gmac_per_second"],
+                            bundle_stream_cost(cost, manifest, (chunk, lookahead, context))["gmac_per_second"],
                             round(agreement(tokenizers["none"], settings, audio, offline["none"]), 4),
                             round(agreement(tokenizers["utterance"], settings, audio, offline["utterance"]), 4),
+                            round(agreement(tokenizers["none"], settings, audio, offline["none"], kv_cache=False), 4),
+                            stream_cost(cost, chunk, lookahead, context, cached=cached)["gmac_per_second"],
                             round(agreement(tokenizers["none"], settings, audio, offline["none"], recompute=True), 4),
                             stream_cost(cost, chunk, lookahead, context)["gmac_per_second"], target))
             print(rows[-1], file=sys.stderr)
@@ -345,16 +351,16 @@ def main() -> int:
           f"{os.cpu_count()} CPUs; load average {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after\n")
     print("| setting | chunk ms | lookahead ms | context ms | window compute ms | window CPU ms | per-frame p50 ms | "
           "p95 ms | max ms | chunk-end p95 ms | own core: per-frame p50 ms | own core: p95 ms | CPU cores | GMAC per audio s | "
-          "agreement (no norm) | agreement (waveform norm) | agreement, windows recomputed | "
-          "GMAC per audio s, recomputed |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "agreement (no norm) | agreement (waveform norm) | agreement, no attention cache | "
+          "GMAC per audio s, no attention cache | agreement, windows recomputed | GMAC per audio s, recomputed |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, r in enumerate(rows):
         name = f"`--latency-ms {r.target_ms:g}`" if r.target_ms else ("default" if i == 0 else "")
         print(f"| {name} | {r.chunk_ms} | {r.lookahead_ms} | {r.context_ms} | {r.compute_ms:.0f} | {r.cpu_ms:.0f} | "
               f"{r.p50_ms:.0f} | {r.p95_ms:.0f} | {r.max_ms:.0f} | {r.chunk_end_p95_ms:.0f} | {r.own_core_p50_ms:.0f} | "
               f"{r.own_core_p95_ms:.0f} | {r.cpu_cores:.2f} | {r.gmac_per_second:.1f} | "
-              f"{r.agreement_none:.1%} | {r.agreement_utterance:.1%} | {r.agreement_recompute:.1%} | "
-              f"{r.gmac_recompute:.1f} |")
+              f"{r.agreement_none:.1%} | {r.agreement_utterance:.1%} | {r.agreement_no_kv:.1%} | "
+              f"{r.gmac_no_kv:.1f} | {r.agreement_recompute:.1%} | {r.gmac_recompute:.1f} |")
     for reason in refused:
         print(f"\nrefused: {reason}")
     if ratio:

@@ -15,9 +15,16 @@ optimizers and quantizer, and neither changes the numbers:
 
 The export checks its units against the unmodified torch encoder, so a mistake here cannot
 slip through silently.
+
+The plain attention also serves the stream entry point's attention cache (stream_graph.py): while an
+:class:`AttentionCache` is active, a layer's queries attend to its cached keys and values of earlier
+frames before their own, and the layer's own keys and values are recorded for the stream to keep.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -26,6 +33,29 @@ from torch.nn.utils import parametrize
 from .quiet import quiet
 
 PLAIN_ATTENTION = "audiotok_plain"
+
+
+class AttentionCache:
+    """One layer's keys and values of earlier frames ``[batch, heads, frames, head_dim]``, and, once the
+    layer has run, its own (``key``, ``value``), recorded by :func:`_plain_attention`."""
+
+    def __init__(self, cached_key: torch.Tensor, cached_value: torch.Tensor) -> None:
+        self.cached_key, self.cached_value = cached_key, cached_value
+        self.key: torch.Tensor | None = None
+        self.value: torch.Tensor | None = None
+
+
+_ACTIVE: list[AttentionCache] = []  # the cache of the layer running now, innermost last
+
+
+@contextmanager
+def attending_to(cache: AttentionCache) -> Iterator[AttentionCache]:
+    """Run a layer whose attention also sees ``cache``'s earlier frames, and records its own."""
+    _ACTIVE.append(cache)
+    try:
+        yield cache
+    finally:
+        _ACTIVE.pop()
 
 
 def bake_parametrizations(module: nn.Module) -> int:
@@ -44,6 +74,11 @@ def _plain_attention(module, query, key, value, attention_mask, scaling=None, dr
     if attention_mask is not None:  # the encoders are always called without one; see module docstring
         raise ValueError("audiotok exports attention without padding masks")
     scale = query.size(-1) ** -0.5 if scaling is None else scaling
+    if _ACTIVE:  # a stream call: earlier frames' keys and values first, then the window's own
+        cache = _ACTIVE[-1]
+        cache.key, cache.value = key, value
+        key = torch.cat([cache.cached_key.to(key.dtype), key], dim=2)
+        value = torch.cat([cache.cached_value.to(value.dtype), value], dim=2)
     weights = torch.softmax(torch.matmul(query, key.transpose(2, 3)) * scale, dim=-1)
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 

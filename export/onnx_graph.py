@@ -12,8 +12,8 @@ from onnx import numpy_helper
 from audiotok.runtime.constants import MANIFEST_KEY, RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
 from audiotok.runtime.bundle.manifest import Manifest
 from audiotok.runtime.bundle.session import INPUT_NAME, OUTPUT_NAME
-from audiotok.runtime.bundle.stream_entry import (CACHE, CNN_STATS, ON, SKIP, STATS_ROWS, STREAM_INPUTS,
-                                                  STREAM_OUTPUTS, WAVE_STATS, StreamEntry)
+from audiotok.runtime.bundle.stream_entry import (CACHE, CNN_STATS, CONTEXT, KV, ON, SKIP, STATS_ROWS,
+                                                  WAVE_STATS, StreamEntry)
 
 from .container import write_bundle
 from .graph import UnitGraph
@@ -26,14 +26,20 @@ TRACE_SAMPLES = 3 * SAMPLE_RATE  # example input length for tracing; the length 
 
 FEATURES_NAME = "features"  # the debug output: hidden_states[layer], [batch, frames, dim] f32
 STREAM_TRACE_FRAMES = 10  # example cached frames for tracing; the axis stays dynamic (0 frames included)
+CONTEXT_TRACE_FRAMES, KV_TRACE_FRAMES = 7, 13  # the same for the attention cache's inputs (distinct sizes)
 
 
 def _stream_examples(entry: StreamEntry) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(1)
-    return (torch.zeros(1, STREAM_TRACE_FRAMES, entry.frame_dim).uniform_(-0.5, 0.5, generator=generator),
-            torch.tensor(True), torch.tensor(80, dtype=torch.int64),
-            torch.zeros(STATS_ROWS, entry.stats_channels, dtype=torch.float64),
-            torch.zeros(STATS_ROWS, 1, dtype=torch.float64))
+    examples = (torch.zeros(1, STREAM_TRACE_FRAMES, entry.frame_dim).uniform_(-0.5, 0.5, generator=generator),
+                torch.tensor(True), torch.tensor(80, dtype=torch.int64),
+                torch.zeros(STATS_ROWS, entry.stats_channels, dtype=torch.float64),
+                torch.zeros(STATS_ROWS, 1, dtype=torch.float64))
+    if entry.kv is not None:
+        examples += (torch.zeros(1, CONTEXT_TRACE_FRAMES, entry.frame_dim).uniform_(-0.5, 0.5, generator=generator),
+                     torch.zeros(entry.kv.layers, 2, KV_TRACE_FRAMES, entry.kv.dim).uniform_(-0.5, 0.5,
+                                                                                            generator=generator))
+    return examples
 
 
 def export_graph(graph: UnitGraph | StreamableGraph, path: Path) -> None:
@@ -47,10 +53,14 @@ def export_graph(graph: UnitGraph | StreamableGraph, path: Path) -> None:
     outputs = [OUTPUT_NAME, FEATURES_NAME] if graph.with_features else [OUTPUT_NAME]
     inputs, examples = [INPUT_NAME], (example,)
     if isinstance(graph, StreamableGraph):
-        inputs, outputs = inputs + list(STREAM_INPUTS), outputs + list(STREAM_OUTPUTS)
-        examples += _stream_examples(graph.entry)
+        entry = graph.entry
+        inputs, outputs = inputs + list(entry.inputs), outputs + list(entry.outputs)
+        examples += _stream_examples(entry)
         shapes.update({CACHE: {1: torch.export.Dim("cached_frames", min=0, max=2**24)},
                        ON: None, SKIP: None, CNN_STATS: None, WAVE_STATS: None})
+        if entry.kv is not None:
+            shapes.update({CONTEXT: {1: torch.export.Dim("context_frames", min=0, max=2**24)},
+                           KV: {2: torch.export.Dim("kv_frames", min=0, max=2**24)}})
     with quiet("torch.onnx"), torch.no_grad():
         program = torch.onnx.export(graph, examples, dynamo=True, dynamic_shapes=shapes, opset_version=OPSET,
                                     input_names=inputs, output_names=outputs, verbose=False,
@@ -66,6 +76,9 @@ def stream_defaults(entry: StreamEntry) -> list[onnx.TensorProto]:
               SKIP: np.array(0, np.int64),
               CNN_STATS: np.zeros((STATS_ROWS, entry.stats_channels), np.float64),
               WAVE_STATS: np.zeros((STATS_ROWS, 1), np.float64)}
+    if entry.kv is not None:
+        values.update({CONTEXT: np.zeros((1, 0, entry.frame_dim), np.float32),
+                       KV: np.zeros((entry.kv.layers, 2, 0, entry.kv.dim), np.float32)})
     return [numpy_helper.from_array(value, name) for name, value in values.items()]
 
 
@@ -77,7 +90,7 @@ def attach_manifest(source: Path, target: Path, manifest: Manifest, *, keep_feat
     their default initializers; without one, the stream outputs (if any) are dropped."""
     model = onnx.load(str(source), load_external_data=False)  # weights stay in their files until written
     entry = manifest.stream_entry
-    wanted = {OUTPUT_NAME} | ({FEATURES_NAME} if keep_features else set()) | (set(STREAM_OUTPUTS) if entry else set())
+    wanted = {OUTPUT_NAME} | ({FEATURES_NAME} if keep_features else set()) | (set(entry.outputs) if entry else set())
     kept = [o for o in model.graph.output if o.name in wanted]
     del model.graph.output[:]
     model.graph.output.extend(kept)

@@ -18,6 +18,14 @@ The selection is an ONNX ``If``, so an offline call computes none of the stream 
 
 :func:`stream_split` returns None for encoders it cannot split exactly (checked on a probe:
 ``back(front(x))`` must equal the encoder's own output); those bundles stream by recomputing windows.
+
+The attention cache (``kv``): where the encoder's attention goes through the plain attention
+(encoder_rewrites.py; not WavLM's relative-position attention) and its layers are the post- or
+pre-norm transformer layers of HuBERT, wav2vec2 and data2vec-audio, the back also takes CNN frames
+that only the positional convolution reads (``stream_context``) and each layer's keys and values of
+earlier frames (``stream_kv``), and returns the keys and values of the frames it computed. A stream
+then runs the transformer on chunk + lookahead frames only, attending to the cached context. The
+defaults (no context frame, no cached key) are the offline computation: a concatenation with nothing.
 """
 
 from __future__ import annotations
@@ -31,8 +39,9 @@ from audiotok.models.base import utterance_normalize
 from audiotok.models.huggingface import HuggingFaceEncoder
 from audiotok.models.logmel import LogMelEncoder
 from audiotok.runtime.constants import HOP_SAMPLES, RECEPTIVE_FIELD_SAMPLES
-from audiotok.runtime.bundle.stream_entry import StreamEntry
+from audiotok.runtime.bundle.stream_entry import KvEntry, StreamEntry
 
+from .encoder_rewrites import PLAIN_ATTENTION, AttentionCache, attending_to
 from .graph import UnitGraph
 
 WAVEFORM_EPS = 1e-7  # utterance_normalize's variance floor
@@ -77,6 +86,7 @@ class HuggingFaceSplit:
         self.kernel, self.stride = first.conv.kernel_size[0], first.conv.stride[0]
         self.channels = first.conv.out_channels
         self.frame_dim = convs[-1].conv.out_channels
+        self.kv: KvEntry | None = None  # set by stream_split once proven exact
 
     @property
     def kind(self) -> str:
@@ -125,11 +135,83 @@ class HuggingFaceSplit:
             h = layer(h)
         return h.transpose(1, 2), cnn_stats, wave_stats
 
-    def back(self, frames: torch.Tensor) -> torch.Tensor:
+    def project(self, frames: torch.Tensor) -> torch.Tensor:
         hidden = self.model.feature_projection(frames)
-        if isinstance(hidden, tuple):  # wav2vec2 and data2vec return (hidden, normed features)
-            hidden = hidden[0]
-        return self.model.encoder(hidden)[0]
+        return hidden[0] if isinstance(hidden, tuple) else hidden  # wav2vec2, data2vec: (hidden, normed)
+
+    def back(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.model.encoder(self.project(frames))[0]
+
+    # -- the attention cache ------------------------------------------------------------------------
+    def kv_layout(self) -> KvEntry | None:
+        """The cache's sizes, or None where this encoder's layers are not the ones :meth:`back_kv` runs."""
+        encoder = self.model.encoder
+        layers = getattr(encoder, "layers", ())
+        if (getattr(self.model.config, "_attn_implementation", None) != PLAIN_ATTENTION or not len(layers)
+                or not hasattr(encoder, "pos_conv_embed") or not hasattr(encoder, "layer_norm")):
+            return None
+        attention = getattr(layers[0], "attention", None)
+        heads, head_dim = getattr(attention, "num_heads", None), getattr(attention, "head_dim", None)
+        if type(heads) is not int or type(head_dim) is not int:
+            return None
+        self.heads, self.head_dim = heads, head_dim
+        self.pre_norm = "StableLayerNorm" in type(encoder).__name__
+        reach = sum(m.padding[0] for m in encoder.pos_conv_embed.modules() if isinstance(m, nn.Conv1d))
+        return KvEntry(len(layers), heads * head_dim, reach)
+
+    def _position_after(self, hidden: torch.Tensor, first, reach: int) -> torch.Tensor:
+        """The positional embedding of ``hidden[:, first:]``, reading ``reach`` frames before it.
+
+        A single convolution (HuBERT, wav2vec2) is computed at those frames only, its zero padding made
+        explicit (what the window's edge gives); other stacks (data2vec-audio's five convolutions) run on
+        ``reach`` frames before ``first`` onwards, and the frames before ``first`` are dropped."""
+        embed = self.model.encoder.pos_conv_embed
+        low = torch.sym_max(0, first - reach)
+        conv = getattr(embed, "conv", None)
+        if isinstance(conv, nn.Conv1d) and getattr(embed, "batch_norm", None) is None and hasattr(embed, "activation"):
+            pad = conv.padding[0]
+            x = nn.functional.pad(hidden[:, low:].transpose(1, 2), (pad - (first - low), pad))
+            y = nn.functional.conv1d(x, conv.weight, conv.bias, stride=conv.stride, dilation=conv.dilation,
+                                     groups=conv.groups)[:, :, :hidden.shape[1] - first]
+            return embed.activation(y).transpose(1, 2)
+        return embed(hidden[:, low:])[:, first - low:]
+
+    def _heads(self, rows: torch.Tensor) -> torch.Tensor:  # [frames, dim] -> [1, heads, frames, head_dim]
+        return rows.reshape(1, -1, self.heads, self.head_dim).transpose(1, 2)
+
+    def back_kv(self, frames: torch.Tensor, first, kv: torch.Tensor, reach: int):
+        """Hidden states of ``frames[:, first:]`` attending also to ``kv``'s earlier frames, and their own
+        keys and values ``[layers, 2, frames - first, dim]``. The frames before ``first`` feed only the
+        positional convolution, which reads ``reach`` of them (more change nothing; fewer are the window's
+        edge, zero-padded as offline). ``first`` 0 and an empty ``kv``: the encoder's own computation."""
+        encoder = self.model.encoder
+        hidden = self.project(frames)
+        width = hidden.shape[-1]
+
+        def offline_position(hidden):  # the encoder's own operators (an ONNX If: offline runs only these)
+            return encoder.pos_conv_embed(hidden).reshape(-1)
+
+        def stream_position(hidden):
+            return self._position_after(hidden, first, reach).reshape(-1)
+
+        offline = (hidden.new_zeros((), dtype=torch.int64) + first) == 0
+        position = torch.cond(offline, offline_position, stream_position, (hidden,)).reshape(1, -1, width)
+        h = hidden[:, first:] + position
+        if not self.pre_norm:
+            h = encoder.layer_norm(h)
+        h = encoder.dropout(h)
+        kept = []
+        for i, layer in enumerate(encoder.layers):
+            with attending_to(AttentionCache(self._heads(kv[i, 0]), self._heads(kv[i, 1]))) as cache:
+                h = layer(h)
+                h = h[0] if isinstance(h, tuple) else h
+            if cache.key is None:
+                raise RuntimeError("a layer's attention did not go through the attention cache")
+            kept.append(torch.stack([cache.key.transpose(1, 2).reshape(h.shape[1], -1),
+                                     cache.value.transpose(1, 2).reshape(h.shape[1], -1)]))
+        if self.pre_norm:
+            h = encoder.layer_norm(h)  # the cut's final norm: an identity or the encoder's own (models/)
+        return h, torch.stack(kept)
 
     def offline(self, waveform: torch.Tensor) -> torch.Tensor:
         """What front + back give with the input's own statistics: checked against the encoder."""
@@ -142,6 +224,7 @@ class LogMelSplit:
     """logmel: every frame is local; the back is the identity."""
 
     kind = "exact"
+    kv = None
 
     def __init__(self, encoder: LogMelEncoder) -> None:
         self.encoder = encoder
@@ -170,9 +253,27 @@ def stream_split(encoder: Encoder) -> HuggingFaceSplit | LogMelSplit | None:
     split = HuggingFaceSplit(encoder)
     probe = torch.from_numpy(np.random.default_rng(1).standard_normal(PROBE_SAMPLES, dtype=np.float32))[None]
     with torch.no_grad():
-        if not torch.equal(split.offline(probe), encoder(probe)):
+        expected = encoder(probe)
+        if not torch.equal(split.offline(probe), expected):
             return None
+        split.kv = split.kv_layout()
+        if split.kv is not None and not _kv_exact(split, probe, expected):
+            split.kv = None
     return split
+
+
+def _kv_exact(split: HuggingFaceSplit, probe: torch.Tensor, expected: torch.Tensor) -> bool:
+    """The attention-cache back with no context and no cached key must be the encoder's output exactly,
+    and every layer's attention must have gone through the cache (a transformers version that bypasses
+    the attention interface would otherwise ignore it silently)."""
+    x = utterance_normalize(probe) if split.normalize else probe
+    frames = split.model.feature_extractor(x).transpose(1, 2)
+    empty = torch.zeros(split.kv.layers, 2, 0, split.kv.dim)
+    try:
+        hidden, kv = split.back_kv(frames, 0, empty, split.kv.reach)
+    except RuntimeError:
+        return False
+    return torch.equal(hidden, expected) and tuple(kv.shape) == (split.kv.layers, 2, frames.shape[1], split.kv.dim)
 
 
 class StreamableGraph(nn.Module):
@@ -190,12 +291,20 @@ class StreamableGraph(nn.Module):
 
     @property
     def entry(self) -> StreamEntry:
-        return StreamEntry(self.split.kind, self.split.frame_dim, self.split.channels)
+        return StreamEntry(self.split.kind, self.split.frame_dim, self.split.channels, self.split.kv)
 
-    def forward(self, waveform, stream_cache, stream_on, stream_skip, stream_cnn_stats, stream_wave_stats):
+    def forward(self, waveform, stream_cache, stream_on, stream_skip, stream_cnn_stats, stream_wave_stats,
+                stream_context=None, stream_kv=None):
         frames, cnn_stats, wave_stats = self.split.front(waveform, stream_on, stream_skip, stream_cnn_stats,
                                                          stream_wave_stats)
-        hidden = self.split.back(torch.cat([stream_cache, frames], dim=1))
+        window = torch.cat([stream_cache, frames], dim=1)
+        kv = ()
+        if self.split.kv is None:
+            hidden = self.split.back(window)
+        else:
+            hidden, kv_out = self.split.back_kv(torch.cat([stream_context, window], dim=1), stream_context.shape[1],
+                                                stream_kv, self.split.kv.reach)
+            kv = (kv_out,)
         units = self.unit_graph.nearest(hidden)
         offline = (units, hidden.float()) if self.with_features else (units,)
-        return (*offline, frames, cnn_stats, wave_stats)
+        return (*offline, frames, cnn_stats, wave_stats, *kv)

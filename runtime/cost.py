@@ -36,6 +36,7 @@ from .errors import BundleError
 from .bundle.graph_rules import check_graph_rules
 from .process.interrupt import stoppable
 from .bundle.manifest import Manifest
+from .bundle.stream_entry import KvEntry
 from .process.memory_limit import bounded_arena, limit_mb, memory_message, remember_limit
 from .bundle.onnx_nodes import Node, read_graph
 from .bundle.session import INPUT_NAME, OUTPUT_NAME, inference_session, require_self_contained, session_options
@@ -45,6 +46,7 @@ STAGES = ("cnn", "positional_conv", "transformer_linear", "attention", "nearest_
 OFFLINE_SECONDS = 30.0  # the offline count is for one pass over this much audio
 PROBE_FRAMES = (40, 80, 120)  # three lengths: two fix an affine shape, the third checks it
 PROBE_SEED = 0
+STACKED_POSITIONAL = ("data2vec-audio",)  # positional embedding: a stack of convolutions, not one
 NEAREST_NAME = "nearest"  # the exporter's module name for the nearest-centroid step
 
 # operator -> (index of the left operand, index of the right operand / weight)
@@ -284,19 +286,43 @@ def stream_window_frames(chunk_ms: float = DEFAULT_CHUNK_MS, lookahead_ms: float
 
 
 def stream_cost(model: CostModel, chunk_ms: float = DEFAULT_CHUNK_MS, lookahead_ms: float = DEFAULT_LOOKAHEAD_MS,
-                context_ms: float = DEFAULT_CONTEXT_MS, *, cached: bool = False) -> dict:
+                context_ms: float = DEFAULT_CONTEXT_MS, *, cached: bool = False, kv: KvEntry | None = None,
+                stacked_positional: bool = False) -> dict:
     """A stream's steady-state cost: one window per chunk, each of context + chunk + lookahead; with
-    ``cached`` (the bundle's stream entry point) the CNN runs on the chunk's new frames only."""
+    ``cached`` (the bundle's stream entry point) the CNN runs on the chunk's new frames only; with ``kv``
+    (its attention cache) the transformer runs on chunk + lookahead frames, its attention over those and
+    the context's cached keys, and the positional convolution at those frames only (a stack of them,
+    ``stacked_positional`` as data2vec-audio's, from ``kv.reach`` frames before). The feature projection of the up to ``kv.reach``
+    CNN frames before them is not counted (under 1% of a HuBERT-base window)."""
     window = stream_window_frames(chunk_ms, lookahead_ms, context_ms)
-    stages = model.macs(window)
-    per_window = sum(stages.values())
-    if cached:
-        chunk = stream_window_frames(chunk_ms, 0, 0)
-        per_window += model.macs(chunk)["cnn"] - stages["cnn"]
+    if kv is not None:
+        computed = stream_window_frames(chunk_ms, lookahead_ms, 0)
+        stages = model.macs(computed)
+        context = stream_window_frames(0, 0, context_ms)
+        positional = model.macs(computed + kv.reach)["positional_conv"] if stacked_positional else stages["positional_conv"]
+        per_window = (model.macs(stream_window_frames(chunk_ms, 0, 0))["cnn"] + positional
+                      + stages["transformer_linear"] + stages["nearest_centroid"]
+                      + stages["attention"] * (context + computed) / max(computed, 1))
+    else:
+        stages = model.macs(window)
+        per_window = sum(stages.values())
+        if cached:
+            chunk = stream_window_frames(chunk_ms, 0, 0)
+            per_window += model.macs(chunk)["cnn"] - stages["cnn"]
     per_second = 1000.0 / chunk_ms
     return {"chunk_ms": chunk_ms, "lookahead_ms": lookahead_ms, "context_ms": context_ms,
             "window_frames": window, "windows_per_second": round(per_second, 4),
             "gmac_per_window": to_gmac(per_window), "gmac_per_second": to_gmac(per_window * per_second)}
+
+
+def bundle_stream_cost(model: CostModel, manifest: Manifest, setting: tuple[float, float, float] | None = None) -> dict:
+    """The cost of ``setting`` (default: the bundle's default stream) as a stream of this bundle runs it:
+    with its stream entry point and attention cache where it has them."""
+    entry = manifest.stream_entry
+    kv = entry.kv if entry is not None else None
+    setting = setting or default_lengths(entry is not None, kv is not None)
+    return stream_cost(model, *setting, cached=entry is not None, kv=kv,
+                       stacked_positional=manifest.encoder_type in STACKED_POSITIONAL)
 
 
 def bundle_compute(bundle: str | os.PathLike, manifest: Manifest, model: CostModel | None = None) -> dict:
@@ -311,6 +337,6 @@ def bundle_compute(bundle: str | os.PathLike, manifest: Manifest, model: CostMod
         "stages_gmac_per_second": {stage: to_gmac(macs / seconds) for stage, macs in stages.items()},
         "parameters": model.parameters(),
         "file_bytes": os.path.getsize(bundle),
-        "stream": stream_cost(model, *default_lengths(manifest.stream is not None), cached=manifest.stream is not None),
+        "stream": bundle_stream_cost(model, manifest),
         "uncounted_operators": model.uncounted,
     }

@@ -12,13 +12,14 @@ compute: the chunk's last frame waits lookahead + compute, its first a whole chu
 Bundles with a stream entry point (manifest ``stream``; :mod:`stream_entry`) compute each CNN frame
 once: the window's earlier frames come from a cache (:mod:`stream_cache`), and statistics the
 encoder takes over its input (a group-norm CNN's, ``do_normalize``'s) come from everything heard so
-far. Without one, each window is one graph input, normalised by the statistics of its own context +
+far. Where the bundle also has an attention cache, the transformer runs on chunk + lookahead frames
+only and attends to the keys and values the context's frames had when they were emitted. Without one, each window is one graph input, normalised by the statistics of its own context +
 chunk + lookahead: causal with respect to what has arrived, independent of the block size, and
 equal to offline when the window covers the whole input. docs/streaming.md gives the measurements.
 
 Example::
 
-    stream = Tokenizer("units.onnx").stream(chunk_ms=240, lookahead_ms=60, context_ms=960,
+    stream = Tokenizer("units.onnx").stream(chunk_ms=240, lookahead_ms=60, context_ms=1920,
                                             sample_rate=48_000)
     for block in microphone_blocks:          # any size, float or int16, (n,) or (n, channels)
         for piece in stream.accept(block):
@@ -41,23 +42,31 @@ from .stream_cache import CachedEncoder
 from .windowing import UnitsFn, Windower, WindowPolicy
 
 
-# Defaults, chosen with benchmarks/stream_latency.py on a HuBERT-base-size bundle with the stream
-# entry point (docs/streaming.md has the tables): each CNN frame computed once, running statistics.
-# 240/60/960 agreed with offline units on 96.0% of frames (the old default, 640/80/640 recomputing
-# every window, on 95.7%) at 15.2 GMAC per audio second, and a frame waits at most 300 ms for audio.
-# A long context is what agreement needs (160/60/640 agreed 92.3%, 160/60/960 95.9%); with the CNN
-# cached it costs the transformer only. `latency_ms=` (stream_target.py) picks other settings.
+# Defaults, chosen with benchmarks/stream_latency.py on a HuBERT-base-size bundle (docs/streaming.md
+# has the tables). With the attention cache (stream_cache.py: each CNN frame computed once, each
+# emitted frame's keys and values kept) a window runs the transformer on chunk + lookahead only, so
+# a long context costs the attention's dot products alone: DEFAULT_* are for such bundles. 240/60/1920
+# agreed with offline units on 96.9% of frames (the old default, 640/80/640 recomputing every window,
+# on 95.7%) at 5.6 GMAC per audio second (offline tokenization: 5.5), and a frame waits at most 300 ms
+# for audio; 960 ms of context agreed 95.5%, 3840 ms 96.8%.
 DEFAULT_CHUNK_MS = 240
 DEFAULT_LOOKAHEAD_MS = 60
-DEFAULT_CONTEXT_MS = 960
+DEFAULT_CONTEXT_MS = 1920
+# With the stream entry point but without the attention cache (WavLM, bundles exported before it,
+# or kv_cache=False) the transformer reruns on the whole window: 240/60/960 agreed with offline
+# units on 96.0% of frames at 15.2 GMAC per audio second.
+CNN_CACHE_DEFAULTS = (240, 60, 960)
 # Bundles without a stream entry point (fp16, int8, older exports) recompute every window: there a
 # long context costs the CNN too, so their default stays the one chosen for them (95.7%, 10.4 GMAC/s).
 RECOMPUTE_DEFAULTS = (640, 80, 640)
 
 
-def default_lengths(has_stream_entry: bool) -> tuple[int, int, int]:
-    """(chunk, lookahead, context) ms a stream uses when none are given."""
-    return (DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_MS, DEFAULT_CONTEXT_MS) if has_stream_entry else RECOMPUTE_DEFAULTS
+def default_lengths(has_stream_entry: bool, kv_cache: bool = False) -> tuple[int, int, int]:
+    """(chunk, lookahead, context) ms a stream uses when none are given: ``kv_cache`` when the stream runs
+    with the bundle's attention cache."""
+    if has_stream_entry and kv_cache:
+        return DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_MS, DEFAULT_CONTEXT_MS
+    return CNN_CACHE_DEFAULTS if has_stream_entry else RECOMPUTE_DEFAULTS
 
 
 def _frames(ms: float, name: str, minimum: int) -> int:

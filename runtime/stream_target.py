@@ -75,6 +75,19 @@ CACHED_LADDER: tuple[tuple[int, int, int], ...] = (
     (80, 40, 160),
 )
 # (160/60/960 95.9% and 240/40/960 95.8% are left out: 160/40/960 agrees as well and waits less.)
+# The same with the attention cache (stream_cache.py): the transformer runs on chunk + lookahead only,
+# so a long context costs the attention's dot products alone; agreement was 96.4-97.2% for every
+# setting with 1920 ms of context (960 ms: 95.5%), so the ladder goes by wait, longest first: a
+# longer chunk costs less per second of audio (each window reads every weight once).
+KV_LADDER: tuple[tuple[int, int, int], ...] = (
+    (320, 80, 1920),  # 97.2%
+    (240, 60, 1920),  # 96.9%, the default for bundles with an attention cache
+    (200, 60, 1920),  # 96.9%
+    (160, 40, 1920),  # 96.4%
+    (120, 60, 1920),  # 96.5%
+    (100, 40, 1920),  # 96.7%
+    (80, 40, 1920),  # 96.9%
+)
 MAX_CORES = 0.5  # a chosen setting computes each chunk in at most half its duration: room for jitter
 P95_MARGIN = 1.25  # measured compute is scaled by this in the p95 prediction (a shared or throttled core)
 CALIBRATION_RUNS = 3  # per window length; the median is kept
@@ -113,7 +126,7 @@ def frame_waits_ms(chunk_ms: float, lookahead_ms: float) -> np.ndarray:
 
 
 MIN_TARGET_MS = float(min(np.percentile(frame_waits_ms(*ladder[-1][:2]), 95)  # the shortest setting, free compute
-                          for ladder in (LADDER, CACHED_LADDER)))
+                          for ladder in (LADDER, CACHED_LADDER, KV_LADDER)))
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,7 @@ class Calibration:
     fixed_ms: float
     per_frame_ms: float
     per_new_frame_ms: float = 0.0
+    attention_cache: bool = False  # the transformer runs on chunk + lookahead frames, not the whole window
 
     def window_ms(self, frames: int, new_frames: int = 0) -> float:
         return self.fixed_ms + self.per_frame_ms * frames + self.per_new_frame_ms * new_frames
@@ -186,6 +200,34 @@ def calibrate_cached(encoder: CachedEncoder, short_frames: int = 20, long_frames
     return Calibration(max(short - (per_frame + per_new) * short_frames, 0.0), per_frame, per_new)
 
 
+def calibrate_kv(encoder: CachedEncoder, short_frames: int = 8, long_frames: int = 40, few_new: int = 2) -> Calibration:
+    """Time windows with the attention cache (stream_cache.py): ``frames`` computed frames after a cached
+    context as long as the positional convolution's reach, all of them new to the CNN at two lengths,
+    and the long one with only ``few_new`` new, which separates the CNN's cost per new frame."""
+    reach = max(encoder.entry.kv.reach, 1)
+    rng = np.random.default_rng(0)
+    samples = (0.1 * rng.standard_normal(samples_for_frames(reach + long_frames))).astype(np.float32)
+
+    def timed(frames: int, new: int) -> float:
+        stop = reach + frames
+
+        def prepare() -> None:  # the context's CNN frames and keys, and the frames not new this time
+            encoder.reset()
+            encoder(Window(0, stop - new, 0, reach, samples_for_frames(stop - new)),
+                    samples[:samples_for_frames(stop - new)])
+
+        window = Window(0, stop, reach, stop, samples_for_frames(stop))
+        return _median_ms(lambda: encoder(window, samples[:samples_for_frames(stop)]), prepare)
+
+    try:
+        short, long, few = timed(short_frames, short_frames), timed(long_frames, long_frames), timed(long_frames, few_new)
+    finally:
+        encoder.reset()
+    per_new = max(long - few, 0.0) / (long_frames - few_new)
+    per_frame = max((long - short) / (long_frames - short_frames) - per_new, 0.0)
+    return Calibration(max(short - (per_frame + per_new) * short_frames, 0.0), per_frame, per_new, True)
+
+
 @dataclass(frozen=True)
 class Prediction:
     """What a setting gives on a calibrated device: per-frame latency and the share of a core."""
@@ -203,7 +245,9 @@ class Prediction:
 
 def predict(settings: StreamSettings, calibration: Calibration) -> Prediction:
     policy = settings.policy
-    frames = policy.context_frames + policy.chunk_frames + policy.lookahead_frames
+    frames = policy.chunk_frames + policy.lookahead_frames
+    if not calibration.attention_cache:
+        frames += policy.context_frames
     compute = calibration.window_ms(frames, policy.chunk_frames)
     waits = frame_waits_ms(settings.chunk_ms, settings.lookahead_ms)
     return Prediction(settings, float(np.percentile(waits, 50)) + compute,
@@ -212,8 +256,8 @@ def predict(settings: StreamSettings, calibration: Calibration) -> Prediction:
 
 def choose(latency_ms: float, calibration: Calibration, sample_rate: int = SAMPLE_RATE,
            ladder: tuple[tuple[int, int, int], ...] = LADDER) -> Prediction:
-    """The first ``ladder`` setting (:data:`LADDER`, or :data:`CACHED_LADDER` for a bundle with a stream
-    entry point) predicted to keep per-frame p95 within ``latency_ms`` at most :data:`MAX_CORES`; a
+    """The first ``ladder`` setting (:data:`LADDER`, :data:`CACHED_LADDER` for a bundle with a stream
+    entry point, :data:`KV_LADDER` with its attention cache) predicted to keep per-frame p95 within ``latency_ms`` at most :data:`MAX_CORES`; a
     SettingsError saying what this device can do when none is."""
     predictions = [predict(StreamSettings(*setting, sample_rate=sample_rate), calibration) for setting in ladder]
     affordable = [p for p in predictions if p.cores <= MAX_CORES]

@@ -20,7 +20,7 @@ from .audio.preprocess import Preprocess, prepared_blocks
 from .bundle.session import INPUT_NAME, OUTPUT_NAME, open_session
 from .stream import Stream, StreamSettings, default_lengths
 from .stream_cache import CachedEncoder, check_stream_signature
-from .stream_target import CACHED_LADDER, Prediction, calibrate, calibrate_cached, choose, latency_target
+from .stream_target import CACHED_LADDER, KV_LADDER, Prediction, calibrate, calibrate_cached, calibrate_kv, choose, latency_target
 from .windowing import OFFLINE_POLICY, WindowPolicy, Windower, one_pass_samples
 
 AudioInput = str | os.PathLike | np.ndarray
@@ -110,12 +110,15 @@ class Tokenizer:
             raise BundleError(f"{self.path}: the graph failed on {seconds:.2f} s of audio "
                               f"({library_message(exc, noise)})") from None
 
-    def default_lengths(self) -> tuple[int, int, int]:
-        """(chunk, lookahead, context) ms of this bundle's default stream."""
-        return default_lengths(self.manifest.stream is not None)
+    def default_lengths(self, kv_cache: bool = True) -> tuple[int, int, int]:
+        """(chunk, lookahead, context) ms of this bundle's default stream (with its attention cache, where
+        it has one, unless ``kv_cache`` is False)."""
+        entry = self.manifest.stream_entry
+        return default_lengths(entry is not None, kv_cache and entry is not None and entry.kv is not None)
 
-    def cached_encoder(self) -> CachedEncoder | None:
-        """A stream's window runner through the bundle's stream entry point; None for bundles without one."""
+    def cached_encoder(self, kv_cache: bool = True) -> CachedEncoder | None:
+        """A stream's window runner through the bundle's stream entry point (with its attention cache,
+        where the bundle has one, unless ``kv_cache`` is False); None for bundles without one."""
         entry = self.manifest.stream_entry
         if entry is None:
             return None
@@ -126,33 +129,41 @@ class Tokenizer:
         def run(outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
             return self.run_outputs(outputs, feeds, interruptible=False)
 
-        return CachedEncoder(entry, run, check, str(self.path))
+        return CachedEncoder(entry, run, check, str(self.path), kv_cache=kv_cache)
 
-    def settings_for_latency(self, latency_ms: float, sample_rate: int = SAMPLE_RATE) -> Prediction:
+    def settings_for_latency(self, latency_ms: float, sample_rate: int = SAMPLE_RATE, *,
+                             kv_cache: bool = True) -> Prediction:
         """The stream settings that keep per-frame p95 latency within ``latency_ms`` on this device,
         with their predicted latency and cost (:mod:`~audiotok.runtime.stream_target`: about a
         second of calibration on this bundle). A SettingsError says what the device can do when
         the target is out of reach."""
         target = latency_target(latency_ms, "latency_ms")
-        cached = self.cached_encoder()
+        cached = self.cached_encoder(kv_cache)
         if cached is None:
             return choose(target, calibrate(self.units_for_window), sample_rate)
+        if cached.uses_kv:
+            return choose(target, calibrate_kv(cached), sample_rate, KV_LADDER)
         return choose(target, calibrate_cached(cached), sample_rate, CACHED_LADDER)
 
     def stream(self, *, chunk_ms: float | None = None, lookahead_ms: float | None = None,
                context_ms: float | None = None, sample_rate: int = SAMPLE_RATE,
-               settings: StreamSettings | None = None, latency_ms: float | None = None) -> Stream:
+               settings: StreamSettings | None = None, latency_ms: float | None = None,
+               kv_cache: bool = True) -> Stream:
         """A :class:`~audiotok.runtime.stream.Stream` over this bundle for live audio at ``sample_rate``.
 
         Lengths are milliseconds on the 20 ms frame grid; bad values raise SettingsError here,
         before any audio is read. Lengths not given are this bundle's defaults
-        (:func:`~audiotok.runtime.stream.default_lengths`: with a stream entry point 240/60/960,
-        without one 640/80/640). ``settings`` passes them as one :class:`StreamSettings` instead
+        (:func:`~audiotok.runtime.stream.default_lengths`: with the attention cache 240/60/1920, with
+        a stream entry point without it 240/60/960, without one 640/80/640). ``settings`` passes them as one :class:`StreamSettings` instead
         (then the keyword lengths stay unset). ``latency_ms`` chooses the lengths instead, for a
         per-frame p95 latency target on this device (:meth:`settings_for_latency`). The channel
         and last-frame rule are the bundle's: a ``settings`` that asks for others is refused rather
         than silently overridden. Bundles with a stream entry point compute each CNN frame once
-        (:mod:`~audiotok.runtime.stream_cache`).
+        (:mod:`~audiotok.runtime.stream_cache`); with its attention cache (``kv_cache``, on by default
+        where the bundle has one) the transformer runs on chunk + lookahead frames only, attending to
+        the keys and values the context's frames had when they were emitted: docs/streaming.md
+        measures its agreement with offline units. ``kv_cache=False`` reruns the transformer on the
+        whole window (then a window covering the input gives offline units exactly).
         """
         bundle = {"channel": self.preprocess.channel, "pad_last_frame": self.preprocess.pad_last_frame}
         lengths = (chunk_ms, lookahead_ms, context_ms)
@@ -160,9 +171,9 @@ class Tokenizer:
         if latency_ms is not None:
             if settings is not None or lengths_given:
                 raise SettingsError("pass either latency_ms= or the stream's lengths, not both")
-            settings = self.settings_for_latency(latency_ms, sample_rate).settings
+            settings = self.settings_for_latency(latency_ms, sample_rate, kv_cache=kv_cache).settings
         elif settings is None:
-            defaults = self.default_lengths()
+            defaults = self.default_lengths(kv_cache)
             settings = StreamSettings(*(d if v is None else v for v, d in zip(lengths, defaults)), sample_rate)
         elif lengths_given or sample_rate != SAMPLE_RATE:
             raise SettingsError("pass the stream's lengths and rate either as settings= or as keywords, not both")
@@ -171,7 +182,7 @@ class Tokenizer:
             if given != value and given != getattr(StreamSettings, name):
                 raise SettingsError(f"stream settings ask for {name}={given!r}, but {self.path} was exported with "
                                     f"{name}={value!r}")
-        return Stream(self.units_for_window, replace(settings, **bundle), cached=self.cached_encoder())
+        return Stream(self.units_for_window, replace(settings, **bundle), cached=self.cached_encoder(kv_cache))
 
     def tokenize(self, audio: AudioInput, sample_rate: int | None = None) -> np.ndarray:
         """Units of a file path, or of samples (float or int PCM, ``(n,)`` or ``(n, channels)``).

@@ -201,7 +201,10 @@ class Windower:
         lo, hi = window.sample_start - self._buffer_start, window.sample_stop - self._buffer_start
         samples = self._buffer[lo:hi]
         units = np.asarray(self._window_fn(window, samples) if self._window_fn else self._units_fn(samples))
-        if len(units) != window.stop - window.start:
+        # units of the window's last frames: all of them, or (a window function with an attention
+        # cache, stream_cache.py) at least those it emits
+        first = window.stop - len(units)
+        if not window.start <= first <= window.emit_start or (self._window_fn is None and first != window.start):
             raise RuntimeError(f"encoder gave {len(units)} frames for a window of {window.stop - window.start}")
         self._next_window += 1
         keep_from = max(0, self._next_window * self.policy.chunk_frames - self.policy.context_frames)
@@ -209,7 +212,7 @@ class Windower:
         if drop > 0:
             self._buffer = self._buffer[drop:]
             self._buffer_start += drop
-        emitted = units[window.emit_start - window.start: window.emit_stop - window.start]
+        emitted = units[window.emit_start - first: window.emit_stop - first]
         return window.emit_start, emitted
 
 

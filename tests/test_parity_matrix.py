@@ -303,3 +303,85 @@ def test_export_prints_one_line_for_every_family(build, training_speech, tmp_pat
     assert result.returncode == 0, result.stderr.decode()
     lines = result.stderr.decode().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"audiotok: wrote {tmp_path / 'b.onnx'}: "), lines
+
+
+class AttentionCacheWindows:
+    """What a stream with the attention cache computes, written with transformers' own modules: each
+    window runs the first L layers on its chunk + lookahead frames, each layer also seeing the inputs
+    its context frames had when they were emitted (so their keys and values are those of that time).
+    The CNN frames are the stream's own (running statistics are tested elsewhere); everything after
+    them is transformers' code, with its own attention."""
+
+    def __init__(self, folder: Path, layer: int) -> None:
+        self.model = AutoModel.from_pretrained(folder).eval()
+        self.layer = layer
+
+    @torch.no_grad()
+    def hidden(self, frames: np.ndarray, chunk: int, lookahead: int, context: int) -> np.ndarray:
+        encoder = self.model.encoder
+        pre_norm = "StableLayerNorm" in type(encoder).__name__
+        reach = sum(m.padding[0] for m in encoder.pos_conv_embed.modules() if isinstance(m, torch.nn.Conv1d))
+        layers = encoder.layers[:self.layer]
+        cnn = torch.from_numpy(frames)[None]
+        total = cnn.shape[1]
+        emitted_inputs: list[dict[int, torch.Tensor]] = [{} for _ in layers]
+        out = np.zeros((total, self.model.config.hidden_size), np.float32)
+        for first in range(0, total, chunk):
+            stop, start, emit = min(first + chunk + lookahead, total), max(0, first - context), min(first + chunk, total)
+            low = max(start, first - reach)
+            projected = self.model.feature_projection(cnn[:, low:stop])
+            projected = projected[0] if isinstance(projected, tuple) else projected
+            h = projected[:, first - low:] + encoder.pos_conv_embed(projected)[:, first - low:]
+            if not pre_norm:
+                h = encoder.layer_norm(h)
+            for i, layer in enumerate(layers):
+                past = [emitted_inputs[i][f] for f in range(start, first)]
+                for j, f in enumerate(range(first, emit)):
+                    emitted_inputs[i][f] = h[0, j]
+                both = torch.cat([torch.stack(past)[None], h], 1) if past else h
+                result = layer(both)
+                h = (result[0] if isinstance(result, tuple) else result)[:, len(past):]
+            if pre_norm and self.layer == self.model.config.num_hidden_layers:
+                h = encoder.layer_norm(h)  # transformers' last hidden state is after the final norm
+            out[first:emit] = h[0, :emit - first].numpy()
+        return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_stream_attention_cache_equals_transformers_windows(build, case, test_speech):
+    """The shipped bundle's stream with its attention cache gives, on every frame, the units of the same
+    windows computed with transformers' layers (AttentionCacheWindows); WavLM (relative-position
+    attention) has no attention cache and streams every frame once through the CNN cache alone."""
+    from audiotok.runtime.stream import StreamSettings
+
+    built = build(case)
+    tokenizer = Tokenizer(built.shipped)
+    entry = tokenizer.manifest.stream_entry
+    samples = sf.read(str(test_speech[-1]), dtype="float32")[0]
+    chunk, lookahead, context = 8, 3, 32  # frames: 160 / 60 / 640 ms
+    stream = tokenizer.stream(settings=StreamSettings(chunk * 20, lookahead * 20, context * 20))
+    assert stream._cached.uses_kv is (case.kind != "wavlm")
+    frames: dict[int, np.ndarray] = {}
+    extend = stream._cached.cache.extend
+
+    def record(first: int, new: np.ndarray) -> None:
+        for i, frame in enumerate(new):
+            frames.setdefault(first + i, frame.copy())
+        extend(first, new)
+
+    stream._cached.cache.extend = record
+    chunks = [c for i in range(0, len(samples), 1234) for c in stream.accept(samples[i:i + 1234])] + stream.flush()
+    assert [c.frame for c in chunks] == list(np.cumsum([0] + [len(c.units) for c in chunks])[:-1])
+    got = np.concatenate([c.units for c in chunks])
+    assert len(got) == frame_count(len(samples))
+    if case.kind == "wavlm":
+        assert entry.kv is None
+        return
+    assert (entry.kv.layers, entry.kv.dim) == (case.layer, case.hidden)
+    cnn = np.stack([frames[i] for i in range(len(got))])
+    hidden = AttentionCacheWindows(built.checkpoint, case.layer).hidden(cnn, chunk, lookahead, context)
+    h = hidden.astype(np.float64)
+    c = built.centroids.astype(np.float64)
+    expected = ((h * h).sum(1)[:, None] - 2 * h @ c.T + (c ** 2).sum(1)[None]).argmin(1)
+    assert np.array_equal(got, expected), f"{case.id}: {(got != expected).sum()} of {len(got)} frames differ"
+    assert len(np.unique(got)) > 3

@@ -6,7 +6,10 @@ integer attributes (a convolution's ``group``), and which values are constants. 
 decoded, so a large or hostile file costs no more memory than its node list.
 
 Field numbers are from onnx.proto3 (GraphProto.node = 1, initializer = 5; NodeProto.input = 1,
-output = 2, name = 3, op_type = 4, attribute = 5, domain = 7; AttributeProto.name = 1, i = 3).
+output = 2, name = 3, op_type = 4, attribute = 5, domain = 7; AttributeProto.name = 1, i = 3,
+g = 6, graphs = 11). The branches of an ``If`` (the stream entry point's selections) are read too:
+their nodes follow the ``If`` in the list, so the positional convolution an offline call runs
+inside one is counted like any other node.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from .onnx_tensors import (GRAPH_INITIALIZER, MODEL_GRAPH, TENSOR_DIMS, TENSOR_N
 
 GRAPH_NODE = 1
 NODE_INPUT, NODE_OUTPUT, NODE_NAME, NODE_OP_TYPE, NODE_ATTRIBUTE, NODE_DOMAIN = 1, 2, 3, 4, 5, 7
-ATTRIBUTE_NAME, ATTRIBUTE_INT, ATTRIBUTE_TENSOR = 1, 3, 5
+ATTRIBUTE_NAME, ATTRIBUTE_INT, ATTRIBUTE_TENSOR, ATTRIBUTE_GRAPH, ATTRIBUTE_GRAPHS = 1, 3, 5, 6, 11
 SUBGRAPH_OPS = ("If", "Loop", "Scan")
 GRAPH_INPUT, VALUE_INFO_NAME = 11, 1
 MAX_NODES = 1_000_000  # far above any speech encoder; bounds what a hostile file can make us hold
+MAX_DEPTH = 8  # subgraphs within subgraphs: the exporter nests none; bounds a hostile file's recursion
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,8 @@ def _text(value: object) -> str:
     return bytes(value).decode("utf-8", "replace")
 
 
-def _node(buf: memoryview) -> Node:
+def _node(buf: memoryview, subgraphs: list[memoryview] | None = None) -> Node:
+    """One NodeProto; the buffers of its subgraph attributes are appended to ``subgraphs`` when given."""
     name = op_type = domain = ""
     inputs: list[str] = []
     outputs: list[str] = []
@@ -102,6 +107,8 @@ def _node(buf: memoryview) -> Node:
                     integer = inner_value - (1 << 64) if inner_value >= 1 << 63 else inner_value
                 elif inner == ATTRIBUTE_TENSOR and inner_wire == WIRE_LEN:
                     tensor_dims = _initializer(inner_value)[1]
+                elif inner in (ATTRIBUTE_GRAPH, ATTRIBUTE_GRAPHS) and inner_wire == WIRE_LEN and subgraphs is not None:
+                    subgraphs.append(inner_value)
             if integer is not None:
                 ints.append((attribute, int(integer)))
     return Node(name, op_type, domain, tuple(inputs), tuple(outputs), tuple(ints), tensor_dims)
@@ -118,24 +125,33 @@ def _initializer(buf: memoryview) -> tuple[str, tuple[int, ...]]:
 
 
 def read_graph(path: str | os.PathLike) -> Graph:
-    """The main graph's nodes and initializer shapes (subgraphs of If/Loop are not entered); either layout."""
+    """The main graph's nodes (each ``If``/``Loop`` followed by its subgraphs' nodes) and initializer
+    shapes; either layout."""
     nodes: list[Node] = []
     initializers: dict[str, tuple[int, ...]] = {}
     inputs: list[str] = []
+
+    def read(graph: memoryview, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise BundleError(f"{path}: subgraphs nested more than {MAX_DEPTH} deep")
+        for inner, inner_wire, value in _fields(graph):
+            if inner_wire != WIRE_LEN:
+                continue
+            if inner == GRAPH_NODE:
+                if len(nodes) >= MAX_NODES:
+                    raise BundleError(f"{path}: more than {MAX_NODES} nodes in the graph")
+                subgraphs: list[memoryview] = []
+                nodes.append(_node(value, subgraphs))
+                for subgraph in subgraphs:
+                    read(subgraph, depth + 1)
+            elif inner == GRAPH_INITIALIZER:
+                name, dims = _initializer(value)
+                initializers[name] = dims
+            elif inner == GRAPH_INPUT and depth == 0 and len(inputs) < MAX_NODES:
+                inputs.extend(_text(v) for n, w, v in _fields(value) if n == VALUE_INFO_NAME and w == WIRE_LEN)
+
     with model_view(path) as (model, _):
         for number, wire, graph in _fields(model):
-            if number != MODEL_GRAPH or wire != WIRE_LEN:
-                continue
-            for inner, inner_wire, value in _fields(graph):
-                if inner_wire != WIRE_LEN:
-                    continue
-                if inner == GRAPH_NODE:
-                    if len(nodes) >= MAX_NODES:
-                        raise BundleError(f"{path}: more than {MAX_NODES} nodes in the graph")
-                    nodes.append(_node(value))
-                elif inner == GRAPH_INITIALIZER:
-                    name, dims = _initializer(value)
-                    initializers[name] = dims
-                elif inner == GRAPH_INPUT and len(inputs) < MAX_NODES:
-                    inputs.extend(_text(v) for n, w, v in _fields(value) if n == VALUE_INFO_NAME and w == WIRE_LEN)
+            if number == MODEL_GRAPH and wire == WIRE_LEN:
+                read(graph, 0)
     return Graph(tuple(nodes), initializers, tuple(inputs))

@@ -44,7 +44,7 @@ from ..audio.decode import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decoded_blocks, ope
 from ..errors import AudioError, AudiotokError, BundleError, SettingsError
 from ..audio.pcm import pcm_blocks
 from ..audio.preprocess import CHANNEL_MEAN, parse_channel
-from ..stream import (DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, RECOMPUTE_DEFAULTS, StreamSettings,
+from ..stream import (CNN_CACHE_DEFAULTS, DEFAULT_CHUNK_MS, DEFAULT_CONTEXT_MS, DEFAULT_LOOKAHEAD_MS, RECOMPUTE_DEFAULTS, StreamSettings,
                       UnitChunk)
 from ..stream_target import latency_target
 from ..tokenizer import Tokenizer
@@ -92,15 +92,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-ms", default=None,
                         help="per-frame latency target (p95, ms): chunk, lookahead and context are chosen for it "
                              "after a short calibration on this device; instead of the three below")
+    defaults = ("with the attention cache / with a stream entry point without it / without one: "
+                "{} / {} / {}")
+    lengths = list(zip((DEFAULT_CHUNK_MS, DEFAULT_LOOKAHEAD_MS, DEFAULT_CONTEXT_MS), CNN_CACHE_DEFAULTS, RECOMPUTE_DEFAULTS))
     parser.add_argument("--chunk-ms", type=number("--chunk-ms"), default=None,
-                        help=f"frames emitted per window, in ms (a multiple of 20; default {DEFAULT_CHUNK_MS}, "
-                             f"{RECOMPUTE_DEFAULTS[0]} for bundles without a stream entry point)")
+                        help="frames emitted per window, in ms (a multiple of 20; default " + defaults.format(*lengths[0]) + ")")
     parser.add_argument("--lookahead-ms", type=number("--lookahead-ms"), default=None,
-                        help=f"future audio each window sees, in ms (adds that much latency; default "
-                             f"{DEFAULT_LOOKAHEAD_MS}, {RECOMPUTE_DEFAULTS[1]} without a stream entry point)")
+                        help="future audio each window sees, in ms (adds that much latency; default "
+                             + defaults.format(*lengths[1]) + ")")
     parser.add_argument("--context-ms", type=number("--context-ms"), default=None,
-                        help=f"past audio each window sees, in ms (costs compute; default {DEFAULT_CONTEXT_MS}, "
-                             f"{RECOMPUTE_DEFAULTS[2]} without a stream entry point)")
+                        help="past audio each window sees, in ms (default " + defaults.format(*lengths[2]) + "; "
+                             "with the attention cache it costs only attention, without it the whole transformer)")
+    parser.add_argument("--no-kv-cache", action="store_true",
+                        help="rerun the transformer on the whole window instead of attending to the keys and values "
+                             "the context's frames had when they were emitted (bundles with an attention cache: "
+                             "docs/streaming.md measures both); then a window covering the input gives offline units")
     parser.add_argument("--format", choices=STREAM_FORMATS, default="txt", help="txt: one line of ids per chunk; "
                         "jsonl: one object per chunk")
     parser.add_argument("--dedup", action="store_true", help="collapse repeated units, also across chunk edges")
@@ -267,13 +273,13 @@ def interrupt_between_blocks() -> Iterator[dict[str, bool]]:
 
 
 def _settings_for(tokenizer: Tokenizer, target: StreamSettings | float,
-                  given: tuple[float | None, ...] = (None, None, None)) -> StreamSettings:
+                  given: tuple[float | None, ...] = (None, None, None), kv_cache: bool = True) -> StreamSettings:
     """The window lengths: given (the bundle's defaults for those not given), or chosen for a latency
     target on this device (said on stderr)."""
     if isinstance(target, StreamSettings):
-        lengths = (d if v is None else v for v, d in zip(given, tokenizer.default_lengths()))
+        lengths = (d if v is None else v for v, d in zip(given, tokenizer.default_lengths(kv_cache)))
         return StreamSettings(*lengths)
-    chosen = tokenizer.settings_for_latency(target)
+    chosen = tokenizer.settings_for_latency(target, kv_cache=kv_cache)
     print(f"audiotok: --latency-ms {target:g}: {chosen.describe()} (predicted on this device)", file=sys.stderr)
     return chosen.settings
 
@@ -282,11 +288,11 @@ def run(args: argparse.Namespace) -> int:
     target = _check(args)
     tokenizer = Tokenizer(args.bundle, providers=args.provider, threads=args.threads, channel=args.channel)
     # a target this device cannot reach fails here, before audio
-    settings = _settings_for(tokenizer, target, (args.chunk_ms, args.lookahead_ms, args.context_ms))
+    settings = _settings_for(tokenizer, target, (args.chunk_ms, args.lookahead_ms, args.context_ms), not args.no_kv_cache)
     writer = ChunkWriter(sys.stdout, args.format, args.dedup)
     with open_source(args, tokenizer.preprocess.channel) as (rate, blocks, mic), interrupt_between_blocks() as state:
         stream = tokenizer.stream(chunk_ms=settings.chunk_ms, lookahead_ms=settings.lookahead_ms,
-                                  context_ms=settings.context_ms, sample_rate=rate)
+                                  context_ms=settings.context_ms, sample_rate=rate, kv_cache=not args.no_kv_cache)
         overruns = OverrunReport(mic)
         failure: AudiotokError | None = None
         received, interrupted = 0, False
