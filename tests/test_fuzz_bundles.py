@@ -73,14 +73,31 @@ ACCEPTS = {
 }
 STREAM_INPUTS = ["stream_cache", "stream_on", "stream_skip", "stream_cnn_stats", "stream_wave_stats"]
 STREAM_OUTPUTS = ["stream_frames", "stream_cnn_stats_out", "stream_wave_stats_out"]
+KV_INPUTS, KV_OUTPUTS = ["stream_context", "stream_kv"], ["stream_kv_out"]
+KV_RANGES = {"layers": (1, 1024), "dim": (1, 1 << 16), "reach": (0, 4096)}
+
+
+def _kv_entry(v) -> bool:
+    """README's attention cache entry: three integers in their ranges."""
+    return (isinstance(v, dict) and set(v) == set(KV_RANGES)
+            and all(type(v[key]) is int and low <= v[key] <= high for key, (low, high) in KV_RANGES.items()))
 
 
 def _stream_entry(v) -> bool:
-    """README's stream entry: its kind, two channel counts in 1..65536, and the input and output names."""
-    return (isinstance(v, dict) and set(v) == {"kind", "frame_dim", "stats_channels", "inputs", "outputs"}
-            and v["kind"] in ("exact", "running-stats")
+    """README's stream entry: its kind, two channel counts in 1..65536, the input and output names, and
+    optionally an attention cache (kv: null or an entry; with one, its inputs and output are named too)."""
+    if not isinstance(v, dict) or set(v) - {"kv"} != {"kind", "frame_dim", "stats_channels", "inputs", "outputs"}:
+        return False
+    kv = v.get("kv")
+    if kv is not None and not _kv_entry(kv):
+        return False
+    inputs, outputs = (STREAM_INPUTS + KV_INPUTS, STREAM_OUTPUTS + KV_OUTPUTS) if kv is not None else (STREAM_INPUTS,
+                                                                                                      STREAM_OUTPUTS)
+    return (v["kind"] in ("exact", "running-stats")
             and all(type(v[key]) is int and 1 <= v[key] <= 1 << 16 for key in ("frame_dim", "stats_channels"))
-            and v["inputs"] == STREAM_INPUTS and v["outputs"] == STREAM_OUTPUTS)
+            and v["inputs"] == inputs and v["outputs"] == outputs)
+
+
 GRID = {"sample_rate": 16_000, "hop": 320, "receptive_field": 400}  # the one frame grid the runtime implements
 
 
@@ -267,6 +284,7 @@ def test_manifest_structure(base, tmp_path, capsys, case):
 
 # A stream entry (manifest "stream") that looks right but is not what this runtime implements, or that the
 # graph does not have: each refused with one line naming it, before any audio is read.
+KV_ON = {"inputs": STREAM_INPUTS + KV_INPUTS, "outputs": STREAM_OUTPUTS + KV_OUTPUTS}
 STREAM_CASES = {
     "kind": ({"kind": "approximate"}, "manifest field 'stream': kind must be"),
     "kind-list": ({"kind": ["exact"]}, "manifest field 'stream': kind must be"),
@@ -278,6 +296,22 @@ STREAM_CASES = {
     "outputs-missing": ({"outputs": []}, "manifest field 'stream': outputs must be"),
     "extra-key": ({"cache_frames": 10}, "manifest field 'stream' must have exactly the keys"),
     "graph-without-entry": (None, "has a stream entry, but the graph has no optional input 'stream_cache'"),
+    # the attention cache: a well-formed entry on a graph without its inputs, and each rule of its own
+    "kv-graph-without-it": (dict(KV_ON, kv={"layers": 2, "dim": 32, "reach": 8}),
+                            "has a stream entry, but the graph has no optional input 'stream_context'"),
+    "kv-number": (dict(KV_ON, kv=5), "manifest field 'stream': kv must be a JSON object or null"),
+    "kv-layers-zero": (dict(KV_ON, kv={"layers": 0, "dim": 32, "reach": 8}),
+                       "manifest field 'stream': kv.layers must be an integer in 1..1024"),
+    "kv-dim-float": (dict(KV_ON, kv={"layers": 2, "dim": 32.0, "reach": 8}),
+                     "manifest field 'stream': kv.dim must be an integer in 1..65536"),
+    "kv-reach-negative": (dict(KV_ON, kv={"layers": 2, "dim": 32, "reach": -1}),
+                          "manifest field 'stream': kv.reach must be an integer in 0..4096"),
+    "kv-reach-bool": (dict(KV_ON, kv={"layers": 2, "dim": 32, "reach": True}),
+                      "manifest field 'stream': kv.reach must be an integer in 0..4096"),
+    "kv-extra-key": (dict(KV_ON, kv={"layers": 2, "dim": 32, "reach": 8, "heads": 2}),
+                     "manifest field 'stream': kv must have exactly the keys dim, layers, reach"),
+    "kv-without-its-inputs": ({"kv": {"layers": 2, "dim": 32, "reach": 8}}, "manifest field 'stream': inputs must be"),
+    "kv-inputs-without-kv": (dict(KV_ON, kv=None), "manifest field 'stream': inputs must be"),
 }
 
 
@@ -285,7 +319,9 @@ STREAM_CASES = {
 def test_stream_entries(base, tmp_path, capsys, name):
     change, needle = STREAM_CASES[name]
     entry = json.loads(base.manifest)["stream"]
-    assert ACCEPTS["stream"](entry) and (change is None or not ACCEPTS["stream"]({**entry, **change}))
+    # the graph cases are well-formed entries (the manifest rule accepts them) on graphs without their inputs
+    assert ACCEPTS["stream"](entry) and (change is None
+                                         or ACCEPTS["stream"]({**entry, **change}) is (name == "kv-graph-without-it"))
     if change is None:  # a valid entry on a graph without the stream inputs (a handmade unit graph)
         bundle = unit_graph(tmp_path / "b.onnx", base.manifest)
         text = replace_field(manifest_of(onnx.load(str(bundle))), "stream", json.dumps(entry))
@@ -295,6 +331,20 @@ def test_stream_entries(base, tmp_path, capsys, name):
                                tmp_path / "b.onnx")
     for kind in ("stream", "tokenize"):
         _refused(capsys, _command(kind, bundle, base.wav, tmp_path), bundle, needle)
+
+
+def test_a_stream_entry_with_kv_null_has_no_attention_cache(base, tmp_path):
+    """``"kv": null`` is the entry without an attention cache (the key is optional): accepted, and the bundle
+    streams and tokenizes as without it."""
+    from audiotok.runtime import Tokenizer
+
+    entry = json.loads(base.manifest)["stream"]
+    assert "kv" not in entry and ACCEPTS["stream"]({**entry, "kv": None})
+    bundle = with_manifest(base.model, replace_field(base.manifest, "stream", json.dumps({**entry, "kv": None})),
+                           tmp_path / "b.onnx")
+    tokenizer = Tokenizer(bundle)
+    assert tokenizer.manifest.stream_entry.kv is None and not tokenizer.cached_encoder().uses_kv
+    assert np.array_equal(tokenizer.tokenize(base.wav), base.units)
 
 
 def _byte_cases() -> list[tuple[str, str, int]]:
