@@ -154,10 +154,12 @@ def fp16_on_cpu(path: str | os.PathLike, options: ort.SessionOptions, providers:
     fp16 and in float32 (3x the bundle): the XLS-R 1B layout's 1.41 GB fp16 bundle peaked at 4.9 GB.
     With that fusion off the Casts run at each call, and the priority-based order runs each one just
     before the node that reads it (onnxruntime's default order runs the weights' Casts first, which
-    keeps all their float32 copies alive at once: 3.9 GB). One weight's float32 copy is alive at a
-    time; the same bundle peaks at 1.6 GB, at the speed of the folded graph (casting a weight costs
-    about what the folded graph spends on its prepacked copy). The units are the same: the same
-    Casts run, at a different time. GPU providers run fp16 kernels and are left as they are.
+    keeps all their float32 copies alive at once: 3.9 GB). About one weight's float32 copy is alive at
+    a time: the same bundle peaks at 1.6 GB. Loading is faster (4 s against 16 s) and each pass slower
+    (the Casts run at every pass, on weights MatMul has not pre-packed): the same CPU time on 19.7 s
+    of speech in 4 files, 16% more on 100 s in 20. Unpacked MatMuls sum in another order, so a unit
+    at the edge of a tie can change (8 of 7,316 frames, agreement with the fp32 bundle unchanged;
+    docs/bundle.md). GPU providers run fp16 kernels and are left as they are.
     """
     if list(providers) != ["CPUExecutionProvider"] or not has_fp16_weights(path):
         return {}
