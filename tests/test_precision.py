@@ -144,6 +144,27 @@ def test_variants_are_smaller_and_keep_centroid_distances_fp32(bundles, tiny_uni
         assert np.array_equal(recovered, trained), precision
 
 
+def test_fp16_on_the_cpu_provider_alone_keeps_its_weights_fp16(bundles, speech_dir):
+    """Only an fp16 bundle on the CPU provider alone runs its weights' Casts per call (the fusion
+    that would hold a float32 copy of every weight is off, the order runs each Cast just before its
+    reader); fp32 and int8 sessions, and fp16 with a GPU provider first, are made as before."""
+    from audiotok.runtime.bundle.session import FP16_WEIGHT_FUSION, fp16_on_cpu
+
+    for precision in PRECISIONS:
+        options = ort.SessionOptions()
+        extra = fp16_on_cpu(bundles[precision], options, ["CPUExecutionProvider"])
+        if precision == "fp16":
+            assert extra == {"disabled_optimizers": [FP16_WEIGHT_FUSION]}
+            assert options.execution_order == ort.ExecutionOrder.PRIORITY_BASED
+        else:
+            assert extra == {} and options.execution_order == ort.ExecutionOrder.DEFAULT, precision
+    options = ort.SessionOptions()
+    assert fp16_on_cpu(bundles["fp16"], options, ["CUDAExecutionProvider", "CPUExecutionProvider"]) == {}
+    assert options.execution_order == ort.ExecutionOrder.DEFAULT
+    units = Tokenizer(bundles["fp16"]).tokenize(_wavs(speech_dir)[0])  # the session made that way runs
+    assert len(units) and units.dtype == np.int64
+
+
 def test_min_agreement_refuses_and_writes_nothing(bundles, tiny_hubert, tiny_units, tmp_path):
     measured = Tokenizer(bundles["int8"]).manifest.agreement["agreement"]
     assert measured < 1.0, "int8 rounding is expected to move at least one frame of the tiny model"
