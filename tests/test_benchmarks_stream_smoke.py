@@ -65,8 +65,8 @@ def test_stream_latency_smoke(stream_workdir, tmp_path):
     header = next(line for line in lines if line.startswith("| setting |"))
     rows = markdown_table(lines, header)
     assert [r["setting"] for r in rows] == ["default", "`--latency-ms 400`"], rows
-    # the tiny bundle has the stream entry point, so its defaults are runtime/stream.py's cached ones
-    assert [rows[0][c] for c in ("chunk ms", "lookahead ms", "context ms")] == ["240", "60", "960"]
+    # the tiny bundle has the stream entry point and its attention cache: runtime/stream.py's DEFAULT_* lengths
+    assert [rows[0][c] for c in ("chunk ms", "lookahead ms", "context ms")] == ["240", "60", "1920"]
     frames = (3 * 16_000 - 400) // 320 + 1
     for row in rows:
         assert int(row["chunk ms"]) % 20 == 0 and int(row["lookahead ms"]) % 20 == 0, row
@@ -74,19 +74,23 @@ def test_stream_latency_smoke(stream_workdir, tmp_path):
         assert 0 <= num(row["own core: per-frame p50 ms"]) <= num(row["own core: p95 ms"]), row
         assert num(row["window compute ms"]) >= 0 and num(row["chunk-end p95 ms"]) >= 0, row
         assert num(row["CPU cores"]) > 0 and num(row["GMAC per audio s"]) >= 0, row
-        for column in ("agreement (no norm)", "agreement (waveform norm)", "agreement, windows recomputed"):
+        for column in ("agreement (no norm)", "agreement (waveform norm)", "agreement, no attention cache",
+                       "agreement, windows recomputed"):
             percent(row[column])
+        # the attention cache runs the transformer on chunk + lookahead only: never more arithmetic
+        assert num(row["GMAC per audio s"]) <= num(row["GMAC per audio s, no attention cache"]) \
+            <= num(row["GMAC per audio s, recomputed"]), row
         # a frame waits at least for the rest of its chunk's audio and the lookahead: per-frame latency
         # can never be below half a chunk plus the lookahead at the median
         assert num(row["per-frame p50 ms"]) >= int(row["chunk ms"]) / 2 + int(row["lookahead ms"]) - 20, row
-    window = re.fullmatch(rf"One 1260 ms window: bundle ({NUMBER}) ms, plain torch \+ transformers ({NUMBER}) ms "
+    window = re.fullmatch(rf"One 2220 ms window: bundle ({NUMBER}) ms, plain torch \+ transformers ({NUMBER}) ms "
                           rf"\(({NUMBER})x\)", lines[-1])
     assert window and all(float(v) > 0 for v in window.groups()), lines[-1]
     saved = json.loads(out.read_text())
-    assert len(saved["rows"]) == len(rows) and saved["torch"]["window_ms"] == 240 + 60 + 960
+    assert len(saved["rows"]) == len(rows) and saved["torch"]["window_ms"] == 240 + 60 + 1920
     for r in saved["rows"]:
         assert r["chunks"] == math.ceil(frames * 20 / r["chunk_ms"]), r
-        for key in ("agreement_none", "agreement_utterance", "agreement_recompute"):
+        for key in ("agreement_none", "agreement_utterance", "agreement_no_kv", "agreement_recompute"):
             assert 0 <= r[key] <= 1, r
     assert [r["target_ms"] for r in saved["rows"]] == [None, 400.0]
 

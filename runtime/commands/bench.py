@@ -42,7 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..audio.decode import file_blocks
-from ..cost import CostModel, stream_cost, to_gmac
+from ..cost import CostModel, bundle_stream_cost, to_gmac
 from ..constants import SAMPLE_RATE, frame_count
 from ..corpus.engine import available_cores
 from ..errors import AudioError, AudiotokError, SettingsError
@@ -264,7 +264,8 @@ def _print_tables(report: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = _check(args)
     _, manifest = open_session(args.bundle, providers=args.provider)
-    default = default_lengths(manifest.stream is not None)  # the bundle's default stream is measured first
+    entry = manifest.stream_entry  # the bundle's default stream (with its attention cache) is measured first
+    default = default_lengths(entry is not None, entry is not None and entry.kv is not None)
     settings = [default, *(s for s in settings if s != DEFAULT_STREAM and s != default)]
     audio, source = _audio(args)
     seconds = len(audio) / SAMPLE_RATE
@@ -299,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
         "bundle": str(args.bundle), "encoder_type": manifest.encoder_type, "layer": manifest.layer, "k": manifest.k,
         "precision": manifest.precision, "audio": source, "audio_seconds": round(seconds, 3), "cores": cores,
         "gmac_per_second": gmac,
-        "stream_gmac_per_second": stream_cost(model, *default, cached=manifest.stream is not None)["gmac_per_second"],
+        "stream_gmac_per_second": bundle_stream_cost(model, manifest, default)["gmac_per_second"],
         "rtf": auto.rtf, "threads": auto.threads, "stream": asdict(streams[0]), "stream_threads": args.stream_threads,
         "offline": [asdict(r) for r in offline], "streams": [asdict(s) for s in streams],
         "unreachable": [asdict(u) for u in unreachable],
