@@ -242,13 +242,16 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = 16_000) -> Path:
 
 
 # The modules that take longest (an emulated Raspberry Pi, exports of every encoder family, a bundle
-# past 2 GB, Ray clusters), measured with --durations on 2 cores. `--dist loadfile` hands modules out
+# past 2 GB, Ray clusters), measured with --durations on 2 cores; the bundles conftest shares are built
+# by whichever of them asks first. `--dist loadfile` hands modules out
 # in collection order, so these go first: a long module started last would leave one worker alone at
 # the end while the other waits.
 SLOW_FIRST = ("test_arm64.py", "test_large_bundle.py", "test_parity_matrix.py", "test_cost.py",  # the first
               # two go to the two workers, the next two follow them (xdist hands each worker two modules at first)
-              "test_precision.py", "test_stream_agreement.py", "test_ray_node_lost.py", "test_benchmarks_smoke.py", "test_benchmarks_stream_smoke.py",
-              "test_fuzz_bundles.py", "test_fuzz_audio.py", "test_parity.py", "test_stream.py")
+              "test_precision.py", "test_ray_node_lost.py", "test_ray_engine.py", "test_benchmarks_smoke.py",
+              "test_benchmarks_stream_smoke.py", "test_audiotokenizer_dropin.py", "test_readme_quickstart.py",
+              "test_kmbin_export.py", "test_stream_agreement.py", "test_fuzz_bundles.py", "test_fuzz_audio.py",
+              "test_parity.py", "test_stream.py")
 
 
 def pytest_configure(config) -> None:
