@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from shared_cache import once, shared_folder
 from torch_zygote import TORCH_COMMANDS, Zygote
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,13 +82,18 @@ def espeak(text: str, path: Path, voice: str = "en") -> Path:
     return path
 
 
+VOICES = ["en", "en-us", "en-gb", "en"]
+
+
 @pytest.fixture(scope="session")
 def speech_dir(tmp_path_factory) -> Path:
-    """Four espeak-ng utterances (22.05 kHz wav), about 3-6 s each."""
-    folder = tmp_path_factory.mktemp("speech")
-    for i, text in enumerate(SENTENCES):
-        espeak(text, folder / f"utt{i}.wav", voice=["en", "en-us", "en-gb", "en"][i])
-    return folder
+    """Four espeak-ng utterances (22.05 kHz wav), about 3-6 s each; one folder for the run (shared_cache.py)."""
+
+    def build(folder: Path) -> None:
+        for i, text in enumerate(SENTENCES):
+            espeak(text, folder / f"utt{i}.wav", voice=VOICES[i])
+
+    return shared_folder(tmp_path_factory, "speech", [SENTENCES, VOICES], build)
 
 
 @pytest.fixture(scope="session")
@@ -130,36 +136,104 @@ def save_tiny_checkpoint(folder: Path, kind: str, seed: int = 0) -> Path:
     return folder
 
 
+def shared_checkpoint(tmp_path_factory, kind: str, seed: int = 0) -> Path:
+    """A tiny checkpoint in the run's shared folder: one path for both workers, so that bundles exported
+    from it (whose manifests name that path) are the same bundles in either worker."""
+    return shared_folder(tmp_path_factory, f"tiny-{kind}", [kind, seed, TINY],
+                         lambda folder: save_tiny_checkpoint(folder, kind, seed))
+
+
 @pytest.fixture(scope="session")
 def tiny_hubert(tmp_path_factory) -> Path:
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-hubert"), "hubert")
+    return shared_checkpoint(tmp_path_factory, "hubert")
 
 
 @pytest.fixture(scope="session")
 def tiny_mhubert(tmp_path_factory) -> Path:
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-mhubert"), "mhubert", seed=3)
+    return shared_checkpoint(tmp_path_factory, "mhubert", seed=3)
 
 
 @pytest.fixture(scope="session")
 def tiny_wav2vec2(tmp_path_factory) -> Path:
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-wav2vec2"), "wav2vec2")
+    return shared_checkpoint(tmp_path_factory, "wav2vec2")
+
+
+def cli_ok(*args) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr.decode()
 
 
 @pytest.fixture(scope="session")
 def logmel_units(speech_dir, tmp_path_factory) -> Path:
     """Centroids (k=16) trained on the generated speech with the logmel encoder, through the CLI."""
-    out = tmp_path_factory.mktemp("logmel") / "units.npy"
-    result = run_cli("train", "--model", "logmel", "--k", "16", "-o", out, speech_dir)
-    assert result.returncode == 0, result.stderr.decode()
-    return out
+    folder = shared_folder(tmp_path_factory, "logmel", [str(speech_dir)],
+                           lambda f: cli_ok("train", "--model", "logmel", "--k", "16", "-o", f / "units.npy", speech_dir))
+    return folder / "units.npy"
 
 
 @pytest.fixture(scope="session")
 def logmel_bundle(logmel_units) -> Path:
-    bundle = logmel_units.with_suffix(".onnx")
-    result = run_cli("export", "--model", "logmel", "--centroids", logmel_units, "-o", bundle)
-    assert result.returncode == 0, result.stderr.decode()
-    return bundle
+    return once(logmel_units.with_suffix(".onnx"),
+                lambda bundle: cli_ok("export", "--model", "logmel", "--centroids", logmel_units, "-o", bundle))
+
+
+@pytest.fixture(scope="session")
+def hubert_units(tiny_hubert, speech_dir, tmp_path_factory) -> Path:
+    """Centroids (k=16) of the tiny HuBERT at its default layer (3, the last), trained on the speech."""
+    folder = shared_folder(tmp_path_factory, "hubert-k16", [str(tiny_hubert), str(speech_dir)],
+                           lambda f: cli_ok("train", "--model", tiny_hubert, "--k", "16", "-o", f / "units.npy",
+                                            speech_dir))
+    return folder / "units.npy"
+
+
+@pytest.fixture(scope="session")
+def hubert_bundles(tiny_hubert, hubert_units) -> dict[str, Path]:
+    """``hubert_units`` exported by `audiotok export` in each precision (defaults otherwise): read-only,
+    shared by test_precision, test_cost and test_arm64."""
+    def export(precision: str) -> Path:
+        return once(hubert_units.with_name(f"units-{precision}.onnx"),
+                    lambda bundle: cli_ok("export", "--model", tiny_hubert, "--centroids", hubert_units,
+                                          "--precision", precision, "-o", bundle))
+
+    return {precision: export(precision) for precision in ("fp32", "fp16", "int8")}
+
+
+def drawn_centroids_bundles(tmp_path_factory, name: str, checkpoint: Path, speech_dir: Path, speech_16k: np.ndarray,
+                            *, layer: int, k: int, seconds: float | None, normalize=("auto",)) -> dict[str, Path]:
+    """fp32 bundles (one per ``normalize``) of ``checkpoint`` at ``layer``, with k centroids drawn (seed 0)
+    from its features of the first ``seconds`` of the speech (all of it: None), parity checked on the
+    first utterance. Shared by the streaming modules and test_cost."""
+    from audiotok.export.bundle import ExportConfig, export_bundle
+
+    def build(folder: Path) -> None:
+        from audiotok.models import load_encoder
+        from audiotok.models.features import FeatureExtractor
+
+        audio = speech_16k if seconds is None else speech_16k[: int(seconds * 16_000)]
+        features = FeatureExtractor(load_encoder(str(checkpoint), layer, "auto")).features([audio])
+        np.save(folder / "centroids.npy", features[np.random.default_rng(0).choice(len(features), k, replace=False)])
+
+    recipe = [str(checkpoint), str(speech_dir), layer, k, seconds]
+    folder = shared_folder(tmp_path_factory, name, recipe, build)
+    wav = str(sorted(speech_dir.glob("*.wav"))[0])
+    return {norm: once(folder / f"{norm}.onnx", lambda bundle, norm=norm: export_bundle(ExportConfig(
+        model=str(checkpoint), centroids=str(folder / "centroids.npy"), output=str(bundle), layer=layer,
+        normalize=norm, audio=[wav]))) for norm in normalize}
+
+
+@pytest.fixture(scope="session")
+def wav2vec2_stream_bundles(tiny_wav2vec2, speech_dir, speech_16k, tmp_path_factory) -> dict[str, Path]:
+    """The tiny wav2vec2 (layer-norm CNN) at layer 2, k=100 centroids drawn from its features of all the
+    speech, exported without ("no") and with ("yes") waveform normalization."""
+    return drawn_centroids_bundles(tmp_path_factory, "wav2vec2-L2-k100", tiny_wav2vec2, speech_dir, speech_16k,
+                                   layer=2, k=100, seconds=None, normalize=("no", "yes"))
+
+
+@pytest.fixture(scope="session")
+def hubert_stream_bundle(tiny_hubert, speech_dir, speech_16k, tmp_path_factory) -> Path:
+    """The tiny HuBERT (group-norm CNN) at layer 2, 30 centroids drawn from its features of the first 5 s."""
+    return drawn_centroids_bundles(tmp_path_factory, "hubert-L2-k30", tiny_hubert, speech_dir, speech_16k,
+                                   layer=2, k=30, seconds=5)["auto"]
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int = 16_000) -> Path:
@@ -168,13 +242,16 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = 16_000) -> Path:
 
 
 # The modules that take longest (an emulated Raspberry Pi, exports of every encoder family, a bundle
-# past 2 GB, Ray clusters), measured with --durations on 2 cores. `--dist loadfile` hands modules out
+# past 2 GB, Ray clusters), measured with --durations on 2 cores; the bundles conftest shares are built
+# by whichever of them asks first. `--dist loadfile` hands modules out
 # in collection order, so these go first: a long module started last would leave one worker alone at
 # the end while the other waits.
 SLOW_FIRST = ("test_arm64.py", "test_large_bundle.py", "test_parity_matrix.py", "test_cost.py",  # the first
               # two go to the two workers, the next two follow them (xdist hands each worker two modules at first)
-              "test_precision.py", "test_stream_agreement.py", "test_ray_node_lost.py", "test_benchmarks_smoke.py", "test_benchmarks_stream_smoke.py",
-              "test_fuzz_bundles.py", "test_fuzz_audio.py", "test_parity.py", "test_stream.py")
+              "test_precision.py", "test_ray_node_lost.py", "test_ray_engine.py", "test_benchmarks_smoke.py",
+              "test_benchmarks_stream_smoke.py", "test_audiotokenizer_dropin.py", "test_readme_quickstart.py",
+              "test_kmbin_export.py", "test_stream_agreement.py", "test_fuzz_bundles.py", "test_fuzz_audio.py",
+              "test_parity.py", "test_stream.py")
 
 
 def pytest_configure(config) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from transformers import AutoConfig
 
@@ -17,8 +16,6 @@ from audiotok.runtime.cost import CostModel, node_macs
 from audiotok.runtime.constants import SAMPLE_RATE, samples_for_frames
 from audiotok.runtime.bundle.session import open_session
 from conftest import run_cli
-
-K = 16
 
 
 def analytic_macs(config, layer: int, k: int, frames: int) -> dict[str, int]:
@@ -47,55 +44,50 @@ def weight_count(config, layer: int, k: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def compute_bundles(tiny_hubert, tiny_wav2vec2, tmp_path_factory):
-    """(checkpoint, layer, bundle): HuBERT fp32, int8 and fp16 at layer 2, wav2vec2 fp32 at layer 3."""
-    from audiotok.export.bundle import ExportConfig, export_bundle
-
-    folder = tmp_path_factory.mktemp("compute")
-    centroids = folder / "centroids.npy"
-    np.save(centroids, np.random.default_rng(0).standard_normal((K, 32)).astype(np.float32))
+def compute_bundles(tiny_hubert, tiny_wav2vec2, hubert_bundles, wav2vec2_stream_bundles):
+    """(checkpoint, layer, k, bundle): HuBERT fp32, int8 and fp16 at layer 3 (its last) and wav2vec2 fp32 cut
+    at layer 2 of 3, the bundles conftest shares with other modules (their layer and k from the manifest)."""
     cases = []
-    for checkpoint, layer, precision in [(tiny_hubert, 2, "fp32"), (tiny_hubert, 2, "int8"),
-                                         (tiny_wav2vec2, 3, "fp32"), (tiny_hubert, 2, "fp16")]:
-        bundle = folder / f"{checkpoint.name}-{layer}-{precision}.onnx"
-        export_bundle(ExportConfig(model=str(checkpoint), centroids=str(centroids), output=str(bundle),
-                                   layer=layer, precision=precision, min_agreement=0.0))
-        cases.append((checkpoint, layer, bundle))
+    for checkpoint, bundle in [(tiny_hubert, hubert_bundles["fp32"]), (tiny_hubert, hubert_bundles["int8"]),
+                               (tiny_wav2vec2, wav2vec2_stream_bundles["yes"]), (tiny_hubert, hubert_bundles["fp16"])]:
+        manifest = open_session(bundle)[1]
+        cases.append((checkpoint, manifest.layer, manifest.k, bundle))
+    assert [layer for _, layer, _, _ in cases] == [3, 3, 2, 3]  # a cut below the last layer is counted too
     return cases
 
 
 @pytest.fixture(scope="module")
 def cost_models(compute_bundles):
-    return [CostModel(bundle, open_session(bundle)[1]) for _, _, bundle in compute_bundles]
+    return [CostModel(bundle, open_session(bundle)[1]) for _, _, _, bundle in compute_bundles]
 
 
 @pytest.mark.parametrize("case", [0, 1, 2, 3], ids=["hubert-fp32", "hubert-int8", "wav2vec2-fp32", "hubert-fp16"])
 @pytest.mark.parametrize("frames", [1, 68, 333, 1499])
 def test_count_equals_the_analytic_count_per_stage(compute_bundles, cost_models, case, frames):
-    checkpoint, layer, _ = compute_bundles[case]
-    assert cost_models[case].macs(frames) == analytic_macs(AutoConfig.from_pretrained(checkpoint), layer, K, frames)
+    checkpoint, layer, k, _ = compute_bundles[case]
+    assert cost_models[case].macs(frames) == analytic_macs(AutoConfig.from_pretrained(checkpoint), layer, k, frames)
 
 
 def test_info_reports_compute_per_audio_second_and_the_default_stream(compute_bundles):
-    checkpoint, layer, bundle = compute_bundles[1]
+    checkpoint, layer, k, bundle = compute_bundles[1]
     result = run_cli("info", bundle)
     assert result.returncode == 0, result.stderr.decode()
     compute = json.loads(result.stdout)["compute"]
     config = AutoConfig.from_pretrained(checkpoint)
-    offline = analytic_macs(config, layer, K, 1499)
+    offline = analytic_macs(config, layer, k, 1499)
     seconds = samples_for_frames(1499) / SAMPLE_RATE
     assert compute["gmac_per_second"] == pytest.approx(sum(offline.values()) / seconds / 1e9, rel=1e-3)
     for stage, macs in offline.items():
         assert compute["stages_gmac_per_second"][stage] == pytest.approx(macs / seconds / 1e9, rel=1e-3)
-    window = analytic_macs(config, layer, K, 68)  # 640 ms context + 640 ms chunk + 80 ms lookahead
+    window = analytic_macs(config, layer, k, 68)  # 640 ms context + 640 ms chunk + 80 ms lookahead
     stream = compute["stream"]
     assert (stream["chunk_ms"], stream["lookahead_ms"], stream["context_ms"], stream["window_frames"]) == (640, 80, 640, 68)
     assert stream["gmac_per_second"] == pytest.approx(sum(window.values()) * 50 / 32 / 1e9, rel=1e-3)
     assert compute["file_bytes"] == bundle.stat().st_size
     assert compute["uncounted_operators"] == []
-    fp32 = json.loads(run_cli("info", compute_bundles[0][2]).stdout)["compute"]
+    fp32 = json.loads(run_cli("info", compute_bundles[0][3]).stdout)["compute"]
     assert fp32["gmac_per_second"] == compute["gmac_per_second"]  # int8 does the same arithmetic
-    weights = weight_count(AutoConfig.from_pretrained(compute_bundles[0][0]), layer, K)
+    weights = weight_count(AutoConfig.from_pretrained(compute_bundles[0][0]), layer, k)
     assert weights <= fp32["parameters"] <= 1.3 * weights  # plus biases, norms, centroid norms
     assert "compute" not in json.loads(run_cli("info", bundle, "--no-compute").stdout)
 

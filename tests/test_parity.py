@@ -2,18 +2,19 @@
 
 The reference here never touches audiotok's torch code: it runs the checkpoint exactly as a user of
 transformers would (feature extractor, ``output_hidden_states=True``) and takes the nearest
-centroid with numpy. Lengths cover the shortest input (400 samples), one pass (1 s, 7.3 s) and the
+centroid with numpy (the centroids, drawn from features in conftest, only pick the vocabulary). Lengths cover the shortest input (400 samples), one pass (1 s, 7.3 s) and the
 windowed path (31 s), where the reference runs the same windows the runtime documents.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, Wav2Vec2FeatureExtractor
 
-from audiotok.export.bundle import ExportConfig, export_bundle
 from audiotok.runtime import Tokenizer
 from audiotok.runtime.constants import frame_count
 from audiotok.runtime.windowing import OFFLINE_POLICY
@@ -49,19 +50,16 @@ def long_speech(speech: np.ndarray, n: int) -> np.ndarray:
     return np.tile(speech, -(-n // len(speech)))[:n]
 
 
-@pytest.fixture(scope="module", params=[("tiny_hubert", 2), ("tiny_wav2vec2", 3)], ids=["hubert-L2", "wav2vec2-L3"])
-def case(request, speech_16k, tmp_path_factory):
+@pytest.fixture(scope="module", params=[("tiny_hubert", "hubert_stream_bundle"),
+                                        ("tiny_wav2vec2", "wav2vec2_stream_bundles")], ids=["hubert-L2", "wav2vec2-L2"])
+def case(request):
+    """conftest's shared layer-2 bundles of the tiny checkpoints (HuBERT: 30 centroids, wav2vec2 with waveform
+    normalization: 100, drawn from their features) and the centroids file each was exported from."""
     folder = request.getfixturevalue(request.param[0])
-    layer = request.param[1]
-    reference = PlainTransformers(folder, layer)
-    rng = np.random.default_rng(1)
-    feats = reference.hidden(speech_16k[:160_000])
-    centroids = feats[rng.choice(len(feats), 24, replace=False)].astype(np.float32)
-    tmp = tmp_path_factory.mktemp("parity")
-    np.save(tmp / "c.npy", centroids)
-    export_bundle(ExportConfig(model=str(folder), centroids=str(tmp / "c.npy"), output=str(tmp / "b.onnx"),
-                               layer=layer))
-    return reference, centroids, Tokenizer(tmp / "b.onnx")
+    bundle = request.getfixturevalue(request.param[1])
+    bundle = bundle if isinstance(bundle, Path) else bundle["yes"]
+    centroids = np.load(bundle.with_name("centroids.npy")).astype(np.float32)
+    return PlainTransformers(folder, 2), centroids, Tokenizer(bundle)
 
 
 @pytest.mark.parametrize("length", LENGTHS.values(), ids=LENGTHS.keys())
@@ -91,7 +89,7 @@ def test_bundle_manifest_describes_the_encoder(case):
     _, centroids, tokenizer = case
     m = tokenizer.manifest
     assert (m.k, m.dim) == centroids.shape
-    assert m.layer in (2, 3) and m.encoder_type in ("hubert", "wav2vec2")
+    assert m.layer == 2 and m.encoder_type in ("hubert", "wav2vec2")
     assert m.normalization == ("utterance" if m.encoder_type == "wav2vec2" else "none")
     assert m.agreement["agreement"] >= 0.999 and m.agreement["frames"] > 0
     assert (m.sample_rate, m.hop, m.receptive_field) == (16_000, 320, 400)

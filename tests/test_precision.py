@@ -28,25 +28,15 @@ OFF_GRID = (8_000, 16_257, 25_919, 37_123, 47_001, 59_555)  # samples: none is 4
 
 
 @pytest.fixture(scope="module")
-def tiny_units(tiny_hubert, speech_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("precision") / "units.npy"
-    result = run_cli("train", "--model", tiny_hubert, "--k", "16", "-o", out, speech_dir)
-    assert result.returncode == 0, result.stderr.decode()
-    return out
+def tiny_units(hubert_units):
+    """k=16 centroids trained by `audiotok train` on the espeak speech (conftest, shared with other modules)."""
+    return hubert_units
 
 
 @pytest.fixture(scope="module")
-def bundles(tiny_hubert, tiny_units):
-    """One bundle per precision, exported in this process through the CLI dispatcher."""
-    from audiotok.runtime.commands.dispatcher import main
-
-    paths = {}
-    for precision in PRECISIONS:
-        paths[precision] = tiny_units.with_name(f"units-{precision}.onnx")
-        code = main(["export", "--model", str(tiny_hubert), "--centroids", str(tiny_units),
-                     "--precision", precision, "-o", str(paths[precision])])
-        assert code == 0, f"export --precision {precision} failed"
-    return paths
+def bundles(hubert_bundles):
+    """One bundle per precision, exported by `audiotok export` (conftest: built once per run, read-only here)."""
+    return hubert_bundles
 
 
 def _wavs(speech_dir):

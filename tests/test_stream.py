@@ -159,24 +159,13 @@ def test_settings_that_cannot_work(logmel, kwargs, message):
 
 # --- transformers encoders: full context is exact; windows are normalised on their own -----------
 
-def _export_tiny(checkpoint: Path, speech_dir: Path, speech_16k: np.ndarray, out: Path) -> Path:
-    from audiotok.export.bundle import ExportConfig, export_bundle
-    from audiotok.models import load_encoder
-    from audiotok.models.features import FeatureExtractor
-
-    features = FeatureExtractor(load_encoder(str(checkpoint), 2, "auto")).features([speech_16k[: 8 * RATE]])
-    pick = np.random.default_rng(0).choice(len(features), 16, replace=False)
-    np.save(out / "centroids.npy", features[pick])
-    bundle = out / "bundle.onnx"
-    export_bundle(ExportConfig(model=str(checkpoint), centroids=str(out / "centroids.npy"), output=str(bundle),
-                               layer=2, audio=[str(sorted(speech_dir.glob("*.wav"))[0])]))
-    return bundle
-
-
 @pytest.fixture(scope="module", params=["hubert", "wav2vec2"])
-def tiny(request, speech_dir, speech_16k, tmp_path_factory) -> Tokenizer:
-    checkpoint = request.getfixturevalue(f"tiny_{request.param}")
-    tokenizer = Tokenizer(_export_tiny(checkpoint, speech_dir, speech_16k, tmp_path_factory.mktemp(request.param)))
+def tiny(request) -> Tokenizer:
+    """conftest's shared tiny bundles: HuBERT (group-norm CNN) at layer 2 with 30 centroids drawn from its
+    features, wav2vec2 (layer-norm CNN, normalized waveform) at layer 2 with 100."""
+    bundle = (request.getfixturevalue("hubert_stream_bundle") if request.param == "hubert"
+              else request.getfixturevalue("wav2vec2_stream_bundles")["yes"])
+    tokenizer = Tokenizer(bundle)
     assert tokenizer.manifest.normalization == ("utterance" if request.param == "wav2vec2" else "none")
     return tokenizer
 

@@ -11,7 +11,6 @@ streams (each frame sees only its own 400 samples) must equal offline units exac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,22 +58,11 @@ def streamed(tokenizer: Tokenizer, samples: np.ndarray, chunk_ms: int, lookahead
 
 
 @pytest.fixture(scope="module")
-def bundles(tiny_wav2vec2, speech_dir, speech_16k, tmp_path_factory) -> dict[str, Tokenizer]:
-    """The tiny wav2vec2 at layer 2, k=100 centroids drawn from its features, exported both ways."""
-    from audiotok.export.bundle import ExportConfig, export_bundle
-    from audiotok.models import load_encoder
-    from audiotok.models.features import FeatureExtractor
-
-    out = tmp_path_factory.mktemp("stream-agreement")
-    features = FeatureExtractor(load_encoder(str(tiny_wav2vec2), 2, "auto")).features([speech_16k])
-    np.save(out / "centroids.npy", features[np.random.default_rng(0).choice(len(features), 100, replace=False)])
+def bundles(wav2vec2_stream_bundles) -> dict[str, Tokenizer]:
+    """The tiny wav2vec2 at layer 2, k=100 centroids drawn from its features, exported both ways (conftest)."""
     found = {}
     for normalize in ("no", "yes"):
-        bundle = out / f"{normalize}.onnx"
-        export_bundle(ExportConfig(model=str(tiny_wav2vec2), centroids=str(out / "centroids.npy"),
-                                   output=str(bundle), layer=2, normalize=normalize,
-                                   audio=[str(sorted(speech_dir.glob("*.wav"))[0])]))
-        found[normalize] = Tokenizer(bundle)
+        found[normalize] = Tokenizer(wav2vec2_stream_bundles[normalize])
         assert found[normalize].manifest.normalization == {"no": "none", "yes": "utterance"}[normalize]
     return found
 

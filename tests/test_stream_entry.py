@@ -31,37 +31,18 @@ def streamed(stream, samples: np.ndarray, block: int = BLOCK) -> np.ndarray:
     return np.concatenate([c.units for c in chunks])
 
 
-def _export(checkpoint, speech_dir, speech_16k, out, name: str, layer: int = 2) -> Tokenizer:
-    from audiotok.export.bundle import ExportConfig, export_bundle
-    from audiotok.models import load_encoder
-    from audiotok.models.features import FeatureExtractor
-
-    wav = sorted(speech_dir.glob("*.wav"))[0]
-    features = FeatureExtractor(load_encoder(str(checkpoint), layer, "auto")).features([speech_16k[: 5 * RATE]])
-    np.save(out / f"{name}.npy", features[np.random.default_rng(0).choice(len(features), 30, replace=False)])
-    bundle = out / f"{name}.onnx"
-    export_bundle(ExportConfig(model=str(checkpoint), centroids=str(out / f"{name}.npy"), output=str(bundle),
-                               layer=layer, audio=[str(wav)]))
-    return Tokenizer(bundle)
+@pytest.fixture(scope="module")
+def layer_norm(wav2vec2_stream_bundles) -> Tokenizer:
+    """The tiny wav2vec2 (wav2vec2-large's layer-norm CNN) exported without waveform normalization (conftest)."""
+    tokenizer = Tokenizer(wav2vec2_stream_bundles["no"])
+    assert tokenizer.manifest.normalization == "none"
+    return tokenizer
 
 
 @pytest.fixture(scope="module")
-def layer_norm(speech_dir, speech_16k, tmp_path_factory) -> Tokenizer:
-    """A tiny wav2vec2 with a layer-norm CNN and no waveform normalization (wav2vec2-large's CNN)."""
-    import torch
-    from conftest import TINY
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
-    out = tmp_path_factory.mktemp("stream-entry-layer")
-    torch.manual_seed(0)
-    Wav2Vec2Model(Wav2Vec2Config(**TINY, feat_extract_norm="layer", do_stable_layer_norm=True)).save_pretrained(out / "ck")
-    Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=True).save_pretrained(out / "ck")
-    return _export(out / "ck", speech_dir, speech_16k, out, "layer")
-
-
-@pytest.fixture(scope="module")
-def group_norm(tiny_hubert, speech_dir, speech_16k, tmp_path_factory) -> Tokenizer:
-    return _export(tiny_hubert, speech_dir, speech_16k, tmp_path_factory.mktemp("stream-entry-group"), "group")
+def group_norm(hubert_stream_bundle) -> Tokenizer:
+    """The tiny HuBERT (group-norm CNN) at layer 2, 30 centroids drawn from its features (conftest)."""
+    return Tokenizer(hubert_stream_bundle)
 
 
 def test_logmel_bundles_stream_exactly_through_the_entry_point(logmel_bundle, speech_16k):

@@ -6,9 +6,9 @@ which on a 2-core machine was most of its time. Here one server process per pyte
 them once (and runs no torch op, so no thread pool exists yet) and forks a child per command. A
 child is a real process, as the subprocess was: its own working folder, environment, stdin, stdout,
 stderr, signal handlers and exit status, and its own thread pools, started on first use after the
-fork. Only what a fresh interpreter does before ``main`` differs (imports already done), so
-commands whose environment changes import-time behaviour (an ``env`` override) still get a fresh
-interpreter (see ``conftest.run_cli``).
+fork (OpenMP's with one thread: see ``Zygote._start``). Only what a fresh interpreter does before
+``main`` differs (imports already done), so commands whose environment changes import-time
+behaviour (an ``env`` override) still get a fresh interpreter (see ``conftest.run_cli``).
 
 Protocol: one JSON request per line on the server's stdin (argv, environment, cwd, the files for
 stdin, stdout and stderr, timeout), one JSON reply per line (the exit status, or a timeout).
@@ -40,8 +40,12 @@ class Zygote:
 
     def _start(self) -> subprocess.Popen:
         if self._server is None or self._server.poll() is not None:
+            # One OpenMP thread per command (read when torch and scikit-learn load, so it holds in every
+            # child): the suite runs two workers on two cores, where a second spinning thread only contends;
+            # a k=16 train took 11 CPU s with one thread and 15 with two on a busy machine.
+            env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
             self._server = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                            stderr=subprocess.DEVNULL, text=True)
+                                            stderr=subprocess.DEVNULL, text=True, env=env)
             atexit.register(self._stop, self._server)
         return self._server
 
