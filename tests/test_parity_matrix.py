@@ -317,6 +317,15 @@ class AttentionCacheWindows:
         self.layer = layer
 
     @torch.no_grad()
+    def _final_norm_in_hidden_states(self) -> bool:
+        """Whether transformers' ``hidden_states[layer]`` is after a pre-norm encoder's final norm (its last
+        hidden state is; whether the last entry of ``hidden_states`` is has changed between versions)."""
+        if self.layer != self.model.config.num_hidden_layers:
+            return False
+        out = self.model(torch.randn(1, 8000, generator=torch.Generator().manual_seed(0)), output_hidden_states=True)
+        return torch.allclose(out.hidden_states[self.layer], out.last_hidden_state)
+
+    @torch.no_grad()
     def hidden(self, frames: np.ndarray, chunk: int, lookahead: int, context: int) -> np.ndarray:
         encoder = self.model.encoder
         pre_norm = "StableLayerNorm" in type(encoder).__name__
@@ -341,8 +350,8 @@ class AttentionCacheWindows:
                 both = torch.cat([torch.stack(past)[None], h], 1) if past else h
                 result = layer(both)
                 h = (result[0] if isinstance(result, tuple) else result)[:, len(past):]
-            if pre_norm and self.layer == self.model.config.num_hidden_layers:
-                h = encoder.layer_norm(h)  # transformers' last hidden state is after the final norm
+            if pre_norm and self._final_norm_in_hidden_states():
+                h = encoder.layer_norm(h)
             out[first:emit] = h[0, :emit - first].numpy()
         return out
 

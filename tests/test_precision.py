@@ -22,7 +22,9 @@ DEFAULT_FLOOR = {"fp32": 0.999, "fp16": 0.98, "int8": 0.95}  # as documented in 
 # precision table gives the floors every export must meet (default --min-agreement), fp32 is exact.
 # Measured on this tiny HuBERT (600 frames): fp32 1.0000, fp16 0.9983, int8 0.9867.
 ORACLE_FLOOR = {"fp32": 1.0, "fp16": 0.98, "int8": 0.95}
-FP16_SIZE = (0.53, 0.58)  # fp16 / fp32 file size on the tiny model, measured 0.555 (129,803 / 233,911 bytes)
+# fp16 / fp32 file size on the tiny model, measured 0.501 (129,857 / 259,036 bytes): the fp32 file also holds
+# the stream entry point's nodes (the attention cache's among them), which the fp16 graph does not have
+FP16_SIZE = (0.48, 0.53)
 INT8_SIZE = 0.66  # int8 / fp32 file size on the tiny model, measured 0.640 (149,619 / 233,911 bytes)
 OFF_GRID = (8_000, 16_257, 25_919, 37_123, 47_001, 59_555)  # samples: none is 400 + 320 m; 12 s in all
 
@@ -124,7 +126,8 @@ def test_variants_are_smaller_and_keep_centroid_distances_fp32(bundles, tiny_uni
     # docs/precision-and-speed.md: fp16 is "half the size", int8 at most 35% of fp32 (31.8% measured on HuBERT-base, where
     # the transformer's weights are nearly all of the file). In this 32-dim model the parts every
     # precision keeps float32 (centroids, the int8 CNN, the graph itself) weigh as much as the weights:
-    # measured fp16 0.555 and int8 0.640 of fp32; the bounds sit about two points around that.
+    # measured fp16 0.501 and int8 0.640 of fp32 (before the attention cache's nodes); the bounds sit about two
+    # points around that.
     assert FP16_SIZE[0] <= sizes["fp16"] / sizes["fp32"] <= FP16_SIZE[1]
     assert sizes["int8"] / sizes["fp32"] <= INT8_SIZE
     trained = np.load(tiny_units).astype(np.float32)
