@@ -191,13 +191,7 @@ def calibrate_cached(encoder: CachedEncoder, short_frames: int = 20, long_frames
 
         return _median_ms(lambda: encoder(window(frames), samples[:samples_for_frames(frames)]), prepare)
 
-    try:
-        short, long, few = timed(short_frames, short_frames), timed(long_frames, long_frames), timed(long_frames, few_new)
-    finally:
-        encoder.reset()
-    per_new = max(long - few, 0.0) / (long_frames - few_new)
-    per_frame = max((long - short) / (long_frames - short_frames) - per_new, 0.0)
-    return Calibration(max(short - (per_frame + per_new) * short_frames, 0.0), per_frame, per_new)
+    return _fit(encoder, timed, short_frames, long_frames, few_new, attention_cache=False)
 
 
 def calibrate_kv(encoder: CachedEncoder, short_frames: int = 8, long_frames: int = 40, few_new: int = 2) -> Calibration:
@@ -219,13 +213,20 @@ def calibrate_kv(encoder: CachedEncoder, short_frames: int = 8, long_frames: int
         window = Window(0, stop, reach, stop, samples_for_frames(stop))
         return _median_ms(lambda: encoder(window, samples[:samples_for_frames(stop)]), prepare)
 
+    return _fit(encoder, timed, short_frames, long_frames, few_new, attention_cache=True)
+
+
+def _fit(encoder: CachedEncoder, timed: Callable[[int, int], float], short_frames: int, long_frames: int,
+         few_new: int, *, attention_cache: bool) -> Calibration:
+    """A cached stream's calibration from ``timed(frames, new)`` at (short, all new), (long, all new) and
+    (long, ``few_new`` new): the CNN's cost per new frame, the rest per computed frame, and what is fixed."""
     try:
         short, long, few = timed(short_frames, short_frames), timed(long_frames, long_frames), timed(long_frames, few_new)
     finally:
         encoder.reset()
     per_new = max(long - few, 0.0) / (long_frames - few_new)
     per_frame = max((long - short) / (long_frames - short_frames) - per_new, 0.0)
-    return Calibration(max(short - (per_frame + per_new) * short_frames, 0.0), per_frame, per_new, True)
+    return Calibration(max(short - (per_frame + per_new) * short_frames, 0.0), per_frame, per_new, attention_cache)
 
 
 @dataclass(frozen=True)
