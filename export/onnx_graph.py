@@ -48,8 +48,11 @@ def export_graph(graph: UnitGraph | StreamableGraph, path: Path) -> None:
     runtime/bundle/stream_entry.py, for a :class:`StreamableGraph`)."""
     graph.eval()
     example = torch.zeros(1, TRACE_SAMPLES).uniform_(-0.5, 0.5, generator=torch.Generator().manual_seed(0))
-    shapes = {"waveform": {0: torch.export.Dim("batch", max=1024),
-                           1: torch.export.Dim("samples", min=RECEPTIVE_FIELD_SAMPLES, max=2**31 - 1)}}
+    samples = torch.export.Dim("samples", min=RECEPTIVE_FIELD_SAMPLES, max=2**31 - 1)
+    # The stream entry's cache is one stream's: its graph takes a batch of one, said here rather than
+    # found by a first trace that fails and is redone (which cost a third of a small encoder's export).
+    batch = {} if isinstance(graph, StreamableGraph) else {0: torch.export.Dim("batch", max=1024)}
+    shapes = {"waveform": {**batch, 1: samples}}
     outputs = [OUTPUT_NAME, FEATURES_NAME] if graph.with_features else [OUTPUT_NAME]
     inputs, examples = [INPUT_NAME], (example,)
     if isinstance(graph, StreamableGraph):

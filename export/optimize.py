@@ -62,10 +62,24 @@ def fuse_transformer(source: Path, target: Path) -> dict[str, int]:
     with quiet("onnxruntime.transformers"), working_folder(source.parent):
         weightless = onnx.load(str(source), load_external_data=False)
         optimized = optimize_model(weightless, model_type=TRANSFORMER_MODEL_TYPE, num_heads=0, hidden_size=0,
-                                   opt_level=0)
+                                   opt_level=0, optimization_options=_fusion_options())
         fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
         optimized.save_model_to_file(str(target), use_external_data_format=True, size_threshold=EXTERNAL_MIN_BYTES)
     return fused
+
+
+def _fusion_options():
+    """The ``bert`` fusions without symbolic shape inference.
+
+    Shape inference fails on a graph with an ``If`` (the stream entry point's), and the SkipLayerNorm
+    fusion then matched nothing; on the same graph without one it spent 10-30 CPU s in sympy simplifying
+    the stream slices' bounds, for a tiny encoder. The residual Adds it fuses join tensors of one shape
+    ([batch, frames, dim]) in every supported encoder, and export's parity check measures the result."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    options = FusionOptions(TRANSFORMER_MODEL_TYPE)
+    options.enable_shape_inference = False
+    return options
 
 
 @contextmanager

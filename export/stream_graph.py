@@ -25,7 +25,9 @@ pre-norm transformer layers of HuBERT, wav2vec2 and data2vec-audio, the back als
 that only the positional convolution reads (``stream_context``) and each layer's keys and values of
 earlier frames (``stream_kv``), and returns the keys and values of the frames it computed. A stream
 then runs the transformer on chunk + lookahead frames only, attending to the cached context. The
-defaults (no context frame, no cached key) are the offline computation: a concatenation with nothing.
+defaults (no context frame, no cached key) are the offline computation: a concatenation with nothing,
+and a positional convolution whose explicit zero padding is the one the encoder's own convolution
+applies (proved bit for bit on a probe at export, else the bundle gets no attention cache).
 """
 
 from __future__ import annotations
@@ -186,17 +188,10 @@ class HuggingFaceSplit:
         edge, zero-padded as offline). ``first`` 0 and an empty ``kv``: the encoder's own computation."""
         encoder = self.model.encoder
         hidden = self.project(frames)
-        width = hidden.shape[-1]
-
-        def offline_position(hidden):  # the encoder's own operators (an ONNX If: offline runs only these)
-            return encoder.pos_conv_embed(hidden).reshape(-1)
-
-        def stream_position(hidden):
-            return self._position_after(hidden, first, reach).reshape(-1)
-
-        offline = (hidden.new_zeros((), dtype=torch.int64) + first) == 0
-        position = torch.cond(offline, offline_position, stream_position, (hidden,)).reshape(1, -1, width)
-        h = hidden[:, first:] + position
+        # No If here: at ``first`` 0 the explicit padding is the convolution's own (and a stack runs on
+        # every frame), which stream_split proves bit for bit on a probe; an If's branches cost a third of
+        # a small encoder's export to trace.
+        h = hidden[:, first:] + self._position_after(hidden, first, reach)
         if not self.pre_norm:
             h = encoder.layer_norm(h)
         h = encoder.dropout(h)
