@@ -7,8 +7,9 @@ size 32 to 256, depth 2 to 6, 2 to 8 heads; cut at the first, a middle and the l
 20 to 500 fitted by ``audiotok train`` on generated speech. Each bundle tokenizes 13 other
 utterances (several voices and rates) trimmed to lengths on and off the 320-sample grid, and must
 give exactly the units of transformers' ``hidden_states[L]`` + numpy argmin, with hidden states
-(read from a debug export's ``features`` output) within ``HIDDEN_RTOL`` of transformers'. The
-shipped graph (what `audiotok export` writes) of every case must give the same exact units.
+within ``HIDDEN_RTOL`` of transformers'. The bundle is the shipped graph (what `audiotok export`
+writes, optimized, no ``features`` output); its hidden states are read from the same graph, whose
+``features`` tensor (the units' input) the test declares an output of a second session.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import soundfile as sf
 import soxr
@@ -26,13 +29,12 @@ from conftest import run_cli, write_wav
 from threadpoolctl import threadpool_limits
 from transformers import AutoModel, Wav2Vec2FeatureExtractor
 
-from audiotok.export.bundle import ExportConfig, export_bundle
 from audiotok.export.onnx_graph import FEATURES_NAME
 from audiotok.runtime import Tokenizer
 from audiotok.runtime.audio.decode import file_blocks
 from audiotok.runtime.commands.dispatcher import main as audiotok_main
 from audiotok.runtime.constants import frame_count
-from audiotok.runtime.bundle.session import INPUT_NAME, OUTPUT_NAME
+from audiotok.runtime.bundle.session import INPUT_NAME
 
 RATE = 16_000
 HIDDEN_RTOL = 1e-4  # per frame ||h_bundle - h_transformers|| / ||h_transformers||; fp32 measures ~1e-6
@@ -161,9 +163,9 @@ class Built:
     case: Case
     checkpoint: Path
     centroids: np.ndarray
-    bundle: Path  # the debug export: units and the layer's features
-    tokenizer: Tokenizer
     shipped: Path  # what `audiotok export` writes: the graph users get (optimized, features dropped)
+    tokenizer: Tokenizer  # of the shipped graph
+    features: ort.InferenceSession  # the shipped graph with its ``features`` tensor declared an output
     hidden: dict = field(default_factory=dict, compare=False)  # path -> transformers' hidden_states[L], once per case
 
     def reference(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -179,7 +181,7 @@ class Built:
 
 @pytest.fixture(scope="module")
 def build(training_speech, tmp_path_factory):
-    """Builds each case once: checkpoint, centroids fitted by `audiotok train`, debug fp32 export (features kept)."""
+    """Builds each case once: checkpoint, centroids fitted by `audiotok train`, `audiotok export` (fp32)."""
     done: dict[Case, Built] = {}
 
     def make(case: Case) -> Built:
@@ -192,27 +194,39 @@ def build(training_speech, tmp_path_factory):
                                       str(case.k), "--n-init", "2", "--max-iter", "30", "-o", str(centroids),
                                       str(training_speech)])
             assert code == 0
-            bundle = folder / "bundle.onnx"
-            # The debug export (features kept) checks itself on one training file only: the shipped export
-            # below makes the minute-long check that test_export_check_reports_error_and_margin_on_a_minute reads.
-            first = str(sorted(training_speech.glob("*.wav"))[0])
-            export_bundle(ExportConfig(model=str(checkpoint), centroids=str(centroids), output=str(bundle),
-                                       keep_features=True, audio=[first]))
             shipped = folder / "shipped.onnx"
             assert audiotok_main(["export", "--model", str(checkpoint), "--centroids", str(centroids),
                                   "-o", str(shipped)]) == 0
-            done[case] = Built(case, checkpoint, np.load(centroids), bundle, Tokenizer(bundle), shipped)
+            done[case] = Built(case, checkpoint, np.load(centroids), shipped, Tokenizer(shipped),
+                               features_session(shipped))
         return done[case]
 
     return make
 
 
+def features_session(bundle: Path) -> ort.InferenceSession:
+    """The shipped graph as written, with the tensor its units are computed from (``features``: the cut
+    layer's hidden states; export drops it from the outputs, its nodes stay) declared an output."""
+    model = onnx.load(str(bundle))
+    assert FEATURES_NAME not in [o.name for o in model.graph.output]
+    assert any(FEATURES_NAME in node.output for node in model.graph.node)
+    model.graph.output.append(onnx.helper.make_empty_tensor_value_info(FEATURES_NAME))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only, as the runtime's sessions
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_units_and_hidden_states_equal_transformers(build, case, test_speech):
+    """The bundle `audiotok export` writes (no features output, onnxruntime's fusions saved) gives
+    exactly transformers' units on every file, on and off the frame grid, from hidden states within
+    HIDDEN_RTOL of transformers'."""
     built = build(case)
     manifest = built.tokenizer.manifest
     assert (manifest.layer, manifest.k, manifest.dim, manifest.precision) == (case.layer, case.k, case.hidden, "fp32")
+    assert manifest.encoder_type == case.kind
     assert manifest.normalization == ("utterance" if case.large else "none")
+    assert FEATURES_NAME not in [o.name for o in built.tokenizer.session.get_outputs()]
     differing, worst, frames = [], 0.0, 0
     for path in test_speech:
         samples = sf.read(str(path), dtype="float32")[0]
@@ -221,32 +235,13 @@ def test_units_and_hidden_states_equal_transformers(build, case, test_speech):
         assert len(got) == len(expected) == frame_count(len(samples)), path.name
         if not np.array_equal(got, expected):
             differing.append(f"{path.name}: {(got != expected).sum()} of {len(got)} frames")
-        _, features = built.tokenizer.session.run([OUTPUT_NAME, FEATURES_NAME], {INPUT_NAME: samples[None]})
+        (features,) = built.features.run([FEATURES_NAME], {INPUT_NAME: samples[None]})
         diff = np.linalg.norm(features[0].astype(np.float64) - hidden, axis=1)
         worst = max(worst, float((diff / np.linalg.norm(hidden.astype(np.float64), axis=1)).max()))
         frames += len(got)
     assert not differing, f"{case.id}: units differ from transformers on " + "; ".join(differing)
     assert worst < HIDDEN_RTOL, f"{case.id}: hidden-state relative error {worst:.2e}"
     assert frames > 1_000 and len(np.unique(built.tokenizer.tokenize(test_speech[-1]))) > 3
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_shipped_graph_units_equal_transformers(build, case, test_speech):
-    """The bundle `audiotok export` writes (no features output, onnxruntime's fusions saved) gives
-    exactly transformers' units on every file, on and off the frame grid."""
-    built = build(case)
-    tokenizer = Tokenizer(built.shipped)
-    assert tokenizer.manifest.encoder_type == case.kind and tokenizer.manifest.precision == "fp32"
-    assert FEATURES_NAME not in [o.name for o in tokenizer.session.get_outputs()]
-    differing = []
-    for path in test_speech:
-        samples = sf.read(str(path), dtype="float32")[0]
-        _, expected = built.reference(path)
-        got = tokenizer.tokenize(path)
-        assert len(got) == len(expected) == frame_count(len(samples)), path.name
-        if not np.array_equal(got, expected):
-            differing.append(f"{path.name}: {(got != expected).sum()} of {len(got)} frames")
-    assert not differing, f"{case.id} shipped: units differ from transformers on " + "; ".join(differing)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -267,12 +262,12 @@ def test_long_file_in_one_pass_on_request(build, test_speech, tmp_path):
     path = write_wav(tmp_path / "long.wav", samples)
     reference = PlainTransformers(built.checkpoint, CASES[0].layer, built.centroids)
     expected = reference.units(reference.hidden(samples))
-    result = run_cli("tokenize", built.bundle, path, "--max-pass-seconds", "150")
+    result = run_cli("tokenize", built.shipped, path, "--max-pass-seconds", "150")
     assert result.returncode == 0, result.stderr.decode()
     got = np.array(result.stdout.decode().split("\t")[1].split(), dtype=np.int64)
     assert len(got) == frame_count(len(samples)) and np.array_equal(got, expected), \
         f"{(got != expected).sum()} of {len(got)} frames differ"
-    in_library = Tokenizer(built.bundle, max_pass_seconds=150).tokenize(samples, sample_rate=RATE)
+    in_library = Tokenizer(built.shipped, max_pass_seconds=150).tokenize(samples, sample_rate=RATE)
     assert np.array_equal(in_library, expected)
 
 

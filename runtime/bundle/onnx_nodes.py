@@ -8,8 +8,8 @@ decoded, so a large or hostile file costs no more memory than its node list.
 Field numbers are from onnx.proto3 (GraphProto.node = 1, initializer = 5; NodeProto.input = 1,
 output = 2, name = 3, op_type = 4, attribute = 5, domain = 7; AttributeProto.name = 1, i = 3,
 g = 6, graphs = 11). The branches of an ``If`` (the stream entry point's selections) are read too:
-their nodes follow the ``If`` in the list, so the positional convolution an offline call runs
-inside one is counted like any other node.
+their nodes follow the ``If`` in the list, so whatever an offline call runs inside one
+is counted like any other node.
 """
 
 from __future__ import annotations
