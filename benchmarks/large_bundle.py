@@ -12,8 +12,8 @@ under ``/usr/bin/time -v`` (peak RSS is that command's alone):
   parity      the fp32 bundle's units against transformers' ``hidden_states[35]`` + numpy argmin
               on every frame of the unseen speech
 
-``--layout wide`` runs the same on the slow test's smaller model (3 very wide layers, 2.4 GB in
-float32). Prints one JSON object; docs/bundle.md's figures come from it.
+``--layout wide`` runs the same on a smaller model (3 very wide layers, 2.4 GB in float32; the slow
+test's has a narrower feed-forward, 2.2 GB). Prints one JSON object; docs/bundle.md's figures come from it.
 
 Example (about 75 minutes on 2 shared cores, 7.9 GB peak memory, 7.4 GB of files under --workdir):
   python benchmarks/large_bundle.py --workdir /work/tmp/large --layout xlsr-1b
@@ -47,7 +47,7 @@ LAYOUTS = {
     # tests/test_large_bundle.py covers SeamlessM4T's 10,000 x 1280 vocabulary.
     "xlsr-1b": dict(config=dict(hidden_size=1280, num_hidden_layers=36, num_attention_heads=16,
                                 intermediate_size=5120), layer=35, k=256),
-    # the slow test's: few, very wide layers that still cross 2 GB in float32
+    # few, very wide layers that still cross 2 GB in float32 (the slow test's, with feed-forward 14336)
     "wide": dict(config=dict(hidden_size=4096, num_hidden_layers=3, num_attention_heads=16,
                              intermediate_size=16384, num_conv_pos_embeddings=16,
                              num_conv_pos_embedding_groups=64), layer=3, k=64),
