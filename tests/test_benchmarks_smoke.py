@@ -4,9 +4,11 @@ structure and invariants are checked (one row per setting, numbers in range, cou
 Their default modes (minutes to hours) are not run here.
 
 Most of a smoke run's cost is fixed: importing torch + transformers (about 7 CPU s per process) and
-one dynamo ONNX export (10-20 CPU s), whatever the model's size. Where a script documents reusing
-another's --workdir, the tests do the same (speed.py -> pass_memory.py, stream_latency.py ->
-stream_running_stats.py), so each tiny model is exported once; either test alone builds its own.
+one dynamo ONNX export (10-20 CPU s), whatever the model's size. A script that imports torch itself
+forks from the worker's torch zygote (benchmark_runs.run_benchmark), so only the processes it starts
+pay the import. Where a script documents reusing another's --workdir, the tests do the same
+(speed.py -> pass_memory.py, stream_latency.py -> stream_running_stats.py), so each tiny model is
+exported once; either test alone builds its own.
 """
 
 from __future__ import annotations

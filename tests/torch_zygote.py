@@ -10,8 +10,11 @@ fork (OpenMP's with one thread: see ``Zygote._start``). Only what a fresh interp
 ``main`` differs (imports already done), so commands whose environment changes import-time
 behaviour (an ``env`` override) still get a fresh interpreter (see ``conftest.run_cli``).
 
-Protocol: one JSON request per line on the server's stdin (argv, environment, cwd, the files for
-stdin, stdout and stderr, timeout), one JSON reply per line (the exit status, or a timeout).
+The same fork runs a benchmarks/ script (``python SCRIPT ARGS``, run as ``__main__`` with its folder
+first on sys.path) whose setup imports torch: tests/benchmark_runs.py.
+
+Protocol: one JSON request per line on the server's stdin (argv, the script if any, environment, cwd,
+the files for stdin, stdout and stderr, timeout), one JSON reply per line (the exit status, or a timeout).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import atexit
 import io
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -59,14 +63,17 @@ class Zygote:
             server.kill()
             server.wait()
 
-    def run(self, argv: list[str], *, input: bytes | None, cwd, timeout: float) -> subprocess.CompletedProcess:
+    def run(self, argv: list[str], *, input: bytes | None, cwd, timeout: float, script: str | None = None,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+        """``python -m audiotok ARGV``, or with ``script`` ``python SCRIPT ARGV``; ``env``: the environment
+        (default: this process's)."""
         with tempfile.TemporaryDirectory(prefix="audiotok-zygote-") as tmp:
             files = {name: os.path.join(tmp, name) for name in ("stdin", "stdout", "stderr")}
             Path(files["stdin"]).write_bytes(input or b"")
             Path(files["stdout"]).touch()
             Path(files["stderr"]).touch()
-            request = {"argv": argv, "env": dict(os.environ), "cwd": str(cwd or os.getcwd()), "timeout": timeout,
-                       **files}
+            request = {"argv": argv, "env": dict(os.environ if env is None else env), "cwd": str(cwd or os.getcwd()),
+                       "timeout": timeout, "script": script, **files}
             with self._lock:
                 server = self._start()
                 server.stdin.write(json.dumps(request) + "\n")
@@ -76,7 +83,7 @@ class Zygote:
                 raise RuntimeError("the torch zygote died")
             reply = json.loads(reply)
             out, err = Path(files["stdout"]).read_bytes(), Path(files["stderr"]).read_bytes()
-        args = [sys.executable, "-m", "audiotok", *argv]
+        args = [sys.executable, *([script] if script else ["-m", "audiotok"]), *argv]
         if reply.get("timeout"):
             raise subprocess.TimeoutExpired(args, timeout, out, err)
         return subprocess.CompletedProcess(args, reply["returncode"], out, err)
@@ -102,12 +109,23 @@ def _child(request: dict, channels: tuple[int, int]) -> None:
         sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8")
         sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
                                       write_through=True)
-        sys.argv = [sys.argv[0], *request["argv"]]
-        from audiotok.runtime.commands.dispatcher import main
-
+        script = request.get("script")
+        sys.argv = [script or sys.argv[0], *request["argv"]]
         try:
-            code = main(request["argv"])
+            if script:  # as `python SCRIPT ARGS` runs it: its folder first on sys.path, __name__ "__main__"
+                sys.path[0] = os.path.dirname(os.path.abspath(script))
+                try:
+                    runpy.run_path(script, run_name="__main__")
+                    code = 0
+                finally:
+                    atexit._run_exitfuncs()  # what the interpreter runs at exit (temporary folders, pools)
+            else:
+                from audiotok.runtime.commands.dispatcher import main
+
+                code = main(request["argv"])
         except SystemExit as exc:
+            if isinstance(exc.code, str):  # sys.exit("message"): the interpreter prints it
+                print(exc.code, file=sys.stderr)
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         try:
             sys.stdout.flush()
