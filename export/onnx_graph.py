@@ -59,11 +59,6 @@ def export_graph(graph: UnitGraph | StreamableGraph, path: Path) -> None:
         entry = graph.entry
         inputs, outputs = inputs + list(entry.inputs), outputs + list(entry.outputs)
         examples += _stream_examples(entry)
-        # One batch row: the stream inputs hold one signal's state ([1, frames, dim]) and meet the waveform's
-        # frames, so tracing specializes the batch axis to 1 anyway. Declared here, it costs one trace;
-        # declared dynamic, torch.onnx.export traced twice (the first trace fails on the violated range,
-        # the second takes the suggested fix, batch = 1), a third of a small model's export time.
-        shapes["waveform"] = {0: 1, 1: shapes["waveform"][1]}
         shapes.update({CACHE: {1: torch.export.Dim("cached_frames", min=0, max=2**24)},
                        ON: None, SKIP: None, CNN_STATS: None, WAVE_STATS: None})
         if entry.kv is not None:
