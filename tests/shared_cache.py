@@ -1,7 +1,7 @@
 """Inputs built once per test run and shared by the pytest-xdist workers: speech, tiny checkpoints,
 trained centroids and the bundles that many modules only read.
 
-An export costs about 20 CPU-seconds whatever the model's size (tracing dominates), and several
+An export costs 10-15 CPU-seconds whatever the model's size (tracing dominates), and several
 modules need the same bundle of the same tiny checkpoint; each such bundle now lives in one folder
 of the run's temporary base (``pytest-N/shared/``, beside the workers' ``popen-gwN``), built by
 whichever worker asks first while the other waits on a lock, so each distinct bundle is exported
